@@ -1,0 +1,104 @@
+"""The shared evaluator against sentence-transformers' InformationRetrievalEvaluator, and its CLI."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+from trainer.data.beir import load_beir
+from trainer.evaluator import default_dims, evaluate
+from trainer.models import load_model
+
+REFERENCE_KEYS = {
+    "ndcg@10": "ndcg@10", "mrr@10": "mrr@10", "recall@1": "recall@1", "recall@5": "recall@5",
+    "recall@10": "recall@10", "recall@100": "recall@100", "map@100": "map@100",
+}
+
+
+def reference_metrics(model, data, dim):
+    """sentence-transformers' evaluator, one instance (and one encoding pass) per dimension."""
+    ev = InformationRetrievalEvaluator(
+        queries=data.queries,
+        corpus={i: data.document_text(i) for i in data.corpus},
+        relevant_docs=data.relevant(),
+        precision_recall_at_k=[1, 5, 10, 100],
+        accuracy_at_k=[1],
+        truncate_dim=dim,
+        write_csv=False,
+    )
+    out = ev(model)
+    return {ours: next(v for k, v in out.items() if k.endswith(f"cosine_{theirs}")) for ours, theirs in REFERENCE_KEYS.items()}
+
+
+def test_matches_sentence_transformers_at_every_dim(beir_code):
+    # A trained model: a random tiny one has near-tied scores that padding noise reorders.
+    model = load_model("default")
+    data = load_beir(beir_code)
+    dims = default_dims(model.get_embedding_dimension())
+    ours = evaluate(model, data, dims, show_progress=False)
+    assert list(ours) == [str(d) for d in dims]
+    for dim in dims:
+        ref = reference_metrics(model, data, dim)
+        for name, value in ref.items():
+            assert ours[str(dim)][name] == pytest.approx(value, abs=1e-4), (dim, name)
+
+
+def test_default_dims():
+    assert default_dims(768) == [768, 512, 256, 128, 64]
+    assert default_dims(384) == [384, 256, 128, 64]
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.evaluate", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_cli_writes_json(beir_code, tmp_path):
+    out = tmp_path / "results.json"
+    proc = run_cli("--model", "default", "--data", str(beir_code), "--dims", "384", "128", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["model"] == "default" and result["split"] == "test"
+    assert set(result["metrics"]) == {"384", "128"}
+    assert set(result["metrics"]["384"]) == set(REFERENCE_KEYS)
+    assert result["metrics"]["384"]["ndcg@10"] > 0.5  # docstring queries against their own functions
+    assert "ndcg@10" in proc.stdout
+
+
+def _broken_copy(beir_code, tmp_path, fix):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(beir_code, data)
+    fix(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    "fix,expected",
+    [
+        (lambda d: (d / "corpus.jsonl").unlink(), "corpus.jsonl: file not found"),
+        (lambda d: (d / "queries.jsonl").write_text('{"_id": "q0", "text": "x"}\n{oops\n'), "queries.jsonl:2: malformed JSON"),
+        (lambda d: (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\tnope\t1\n"), "test.tsv:2: unknown corpus id 'nope'"),
+    ],
+)
+def test_cli_bad_input_is_one_line(beir_code, tmp_path, fix, expected):
+    out = tmp_path / "results.json"
+    data = _broken_copy(beir_code, tmp_path, fix)
+    proc = run_cli("--data", str(data), "--output", str(out))
+    assert proc.returncode == 2
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_cli_bad_flags(beir_code, tmp_path):
+    proc = run_cli("--data", str(beir_code), "--dims", "999")
+    assert proc.returncode == 2 and "--dims: dimension 999" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("--data", str(tmp_path / "missing"))
+    assert proc.returncode == 2 and "BEIR folder not found" in proc.stderr
+    proc = run_cli("--data", str(beir_code), "--model", "./no/such/model")
+    assert proc.returncode == 2 and "no/such/model" in proc.stderr and "Traceback" not in proc.stderr
