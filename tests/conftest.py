@@ -46,7 +46,9 @@ def make_tiny_bert(folder: Path, dropout: float = 0.0) -> Path:
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=tok.get_vocab_size(), max_position_embeddings=130, hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout, **TINY,
+        attention_probs_dropout_prob=dropout,
+        initializer_range=0.2,  # at BERT's 0.02 a 2-layer CLS embedding barely depends on the input
+        **TINY,
     )
     BertModel(config).save_pretrained(folder)
     return folder
@@ -56,15 +58,17 @@ def make_tiny_roberta(folder: Path, dropout: float = 0.0) -> Path:
     """A raw 2-layer RoBERTa folder with a byte-level BPE tokenizer, as CodeBERT is laid out."""
     import torch
     from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
     from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
         _training_text(), vocab_size=800, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     )
-    bpe.save_model(str(folder))
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
     fast = RobertaTokenizerFast(
-        vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"), model_max_length=128
+        tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        pad_token="<pad>", mask_token="<mask>", model_max_length=128,
     )
     fast.save_pretrained(folder)
     torch.manual_seed(0)

@@ -1,0 +1,123 @@
+"""The training loop: distributed == single process, GradCache == full batch, exact resume, NaN guard."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+WORKER = Path(__file__).parent / "train_worker.py"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def launch(model_dir, out, *overrides, processes=1, check=True):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        # --multi_gpu picks accelerate's torchrun launcher; on a CPU-only machine that is gloo.
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu" if processes > 1 else "--cpu",
+        "--num_processes", str(processes),
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(WORKER), str(model_dir), f"output_dir={out}", "train.log_every=1", "train.lr=1e-3",
+        "train.warmup_ratio=0", *overrides,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def losses(out):
+    return [json.loads(line)["loss"] for line in (Path(out) / "log.jsonl").read_text().splitlines()]
+
+
+def weights(out):
+    return torch.load(Path(out) / "weights.pt")
+
+
+def assert_same_weights(a, b, atol=1e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        if "attention.self.key.bias" in k:
+            # softmax ignores a constant shift, so this gradient is exactly 0 in real arithmetic;
+            # Adam divides its float noise by its own magnitude and turns it into lr-sized steps.
+            continue
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=k)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("negatives", [0, 1])
+def test_two_processes_equal_one_with_double_batch(tiny_bert, tmp_path, negatives):
+    steps = ["train.max_steps=2", f"train.hard_negatives={negatives}", "train.checkpoint_every=0"]
+    launch(tiny_bert, tmp_path / "one", "train.batch_size=8", *steps, processes=1)
+    launch(tiny_bert, tmp_path / "two", "train.batch_size=4", *steps, processes=2)
+    assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-5)
+    assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"))
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_without_gather_two_processes_differ(tiny_bert, tmp_path):
+    """The equivalence above is not vacuous: local-only negatives give a different step."""
+    steps = ["train.max_steps=1", "train.checkpoint_every=0"]
+    launch(tiny_bert, tmp_path / "one", "train.batch_size=8", *steps, processes=1)
+    launch(tiny_bert, tmp_path / "two", "train.batch_size=4", "gather=false", *steps, processes=2)
+    assert losses(tmp_path / "one")[0] != pytest.approx(losses(tmp_path / "two")[0], rel=1e-3)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_grad_cache_equals_full_batch_across_processes(tiny_bert, tmp_path):
+    steps = ["train.max_steps=2", "train.batch_size=8", "train.checkpoint_every=0", "train.hard_negatives=1"]
+    launch(tiny_bert, tmp_path / "full", *steps, processes=1)
+    launch(tiny_bert, tmp_path / "cached", *steps, "train.grad_cache_chunk=3", processes=2)
+    launch(tiny_bert, tmp_path / "cached1", *steps, "train.grad_cache_chunk=3", processes=1)
+    assert losses(tmp_path / "full")[:1] == pytest.approx(losses(tmp_path / "cached1")[:1], rel=1e-5)
+    assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "cached1"))
+
+
+@pytest.mark.parametrize("arch", ["bert-cls", "roberta-mean"])
+def test_loss_falls(arch, tiny_bert, tiny_roberta, tmp_path):
+    model, preset = (tiny_bert, "bge") if arch == "bert-cls" else (tiny_roberta, "codebert")
+    launch(model, tmp_path / "run", f"preset={preset}", "train.max_steps=30", "train.batch_size=16", "train.checkpoint_every=0")
+    curve = losses(tmp_path / "run")
+    assert sum(curve[-3:]) / 3 < 0.8 * sum(curve[:3]) / 3, curve
+
+
+def test_resume_is_exact(tiny_bert, tmp_path):
+    """4 steps straight == the same run's step-2 checkpoint + resume + 2 steps."""
+    common = ["train.batch_size=8", "train.max_steps=4", "train.checkpoint_every=2"]
+    launch(tiny_bert, tmp_path / "straight", *common)
+    ckpt = tmp_path / "straight" / "checkpoints" / "step-2"
+    launch(tiny_bert, tmp_path / "resumed", *common, f"resume_from_checkpoint={ckpt}")
+    assert losses(tmp_path / "resumed") == pytest.approx(losses(tmp_path / "straight")[2:], rel=1e-6)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "resumed"), atol=1e-6)
+
+
+def test_stop_request_checkpoints_and_auto_resume_finishes(tiny_bert, tmp_path):
+    common = ["train.batch_size=8", "train.max_steps=3", "train.checkpoint_every=0"]
+    launch(tiny_bert, tmp_path / "straight", *common)
+    stop = tmp_path / "stop"
+    stop.touch()
+    os.environ["CODETUNE_STOP_FILE"] = str(stop)
+    try:
+        proc = launch(tiny_bert, tmp_path / "run", *common, "resume_from_checkpoint=auto", check=False)
+    finally:
+        del os.environ["CODETUNE_STOP_FILE"]
+    assert proc.returncode == 75, proc.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step-1"
+    launch(tiny_bert, tmp_path / "run", *common, "resume_from_checkpoint=auto")
+    assert losses(tmp_path / "run") == pytest.approx(losses(tmp_path / "straight"), rel=1e-6)
+    assert_same_weights(weights(tmp_path / "straight"), weights(tmp_path / "run"), atol=1e-6)
+
+
+def test_existing_run_is_not_overwritten(tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    proc = launch(tiny_bert, out, "train.max_steps=1", check=False)
+    assert proc.returncode != 0 and "already holds a run" in proc.stderr
+    assert (out / "precious.txt").read_text() == "keep me"

@@ -1,0 +1,68 @@
+"""Run the training loop for a few steps and dump what it did; launched by tests with `accelerate launch`.
+
+    accelerate launch --cpu --num_processes 2 tests/train_worker.py MODEL_DIR OUT_DIR key=value...
+
+Writes OUT_DIR/weights.pt (the model's state dict, from rank 0) and OUT_DIR/log.jsonl.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer import run  # noqa: E402
+from trainer.config import load_config  # noqa: E402
+from trainer.data.beir import load_beir  # noqa: E402
+from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
+from trainer.loop import TrainConfig, Trainer  # noqa: E402
+from trainer.models import load_model  # noqa: E402
+from trainer.preemption import EXIT_PREEMPTED, Preempted  # noqa: E402
+from trainer.tracking import TrackingConfig  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "fixtures" / "beir_code"
+
+
+@dataclass
+class WorkerConfig:
+    output_dir: str | None = None
+    overwrite: bool = False
+    resume_from_checkpoint: str | None = None
+    preset: str = "bge"
+    dims: list[int] = field(default_factory=lambda: [32, 16])
+    gather: bool = True
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(wandb="disabled"))
+
+
+def fixture_rows(with_negatives: int = 0) -> list[dict]:
+    data = load_beir(FIXTURE)
+    rows = [{"query": data.queries[q], "positive": data.document_text(next(iter(d)))} for q, d in data.relevant().items()]
+    if with_negatives:
+        docs = list(data.corpus)
+        for i, row in enumerate(rows):
+            row["negatives"] = [data.document_text(docs[(7 * i + j + 1) % len(docs)]) for j in range(with_negatives)]
+    return rows
+
+
+def main() -> None:  # noqa: D103
+    model_dir = sys.argv[1]
+    cfg = load_config(WorkerConfig, sys.argv[2:])
+    acc = run.make_accelerator(None, cfg.tracking, cfg.train.seed)
+    run_dir, resume_from, tracker = run.start(cfg, "worker", acc)
+    model = load_model(model_dir, cfg.preset, device=str(acc.device))
+    loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather)
+    trainer = Trainer(model, fixture_rows(cfg.train.hard_negatives), loss_fn, cfg.train, acc, run_dir, tracker)
+    try:
+        trainer.fit(resume_from)
+    except Preempted:
+        sys.exit(EXIT_PREEMPTED)
+    if acc.is_main_process:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run_dir / "weights.pt")
+    acc.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Contrastive batches: no repeated text inside a batch, optional length grouping, resumable by index.
+
+In-batch negatives assume every other document in the batch is wrong for a query; the same text
+twice in one batch would be a false negative. Batches are planned for the whole (global) batch,
+then sliced per process, so N processes of batch b see exactly what one process of N*b sees.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+
+def plan_batches(
+    keys: Sequence[frozenset[int]],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    lengths: Sequence[int] | None = None,
+    group_window: int = 64,
+) -> list[list[int]]:
+    """Order one epoch of row indices into full batches with no shared text.
+
+    Args:
+        keys: per row, hashes of every text it contributes (query, positive, negatives).
+        batch_size: rows per global contrastive batch.
+        seed, epoch: the order is a pure function of these, which is what makes resume exact.
+        lengths: per-row length; when given, rows of similar length share batches (less padding)
+            inside windows of ``group_window`` batches, and the batch order is shuffled again.
+
+    Returns:
+        Batches of exactly ``batch_size`` indices; rows that cannot fill a last batch are dropped.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    order = list(range(len(keys)))
+    rng.shuffle(order)
+    if lengths is not None:
+        window = batch_size * group_window
+        order = [i for s in range(0, len(order), window) for i in sorted(order[s : s + window], key=lambda j: -lengths[j])]
+    batches: list[list[int]] = []
+    current: list[int] = []
+    seen: set[int] = set()
+    deferred: list[int] = []
+
+    def take(idx: int) -> bool:
+        if keys[idx] & seen:
+            return False
+        current.append(idx)
+        seen.update(keys[idx])
+        return True
+
+    for idx in order:
+        if not take(idx):
+            deferred.append(idx)
+        if len(current) == batch_size:
+            batches.append(current)
+            current, seen = [], set()
+            # Rows that clashed with the last batch go first into the next one.
+            retry, deferred = deferred, []
+            for d in retry:
+                if len(current) == batch_size or not take(d):
+                    deferred.append(d)
+            if len(current) == batch_size:
+                batches.append(current)
+                current, seen = [], set()
+    if lengths is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def text_keys(rows: Sequence[dict], negatives: int) -> list[frozenset[int]]:
+    """Hashes of the query, positive and first ``negatives`` hard negatives of each row."""
+    out = []
+    for row in rows:
+        texts = [row["query"], row["positive"], *(row.get("negatives") or [])[:negatives]]
+        out.append(frozenset(hash(t) for t in texts))
+    return out

@@ -1,0 +1,249 @@
+"""The one training loop every recipe calls.
+
+One optimizer step consumes ``gradient_accumulation_steps`` contrastive batches of
+``batch_size`` rows per process. Within a contrastive batch every query sees every document of
+every process as a negative. Two ways to grow the batch beyond memory:
+
+* ``grad_cache_chunk > 0`` (GradCache, Gao et al. 2021): embed the whole batch without gradients
+  in chunks, take the loss and its gradient w.r.t. the embeddings, then re-run each chunk with
+  gradients and back-propagate those embedding gradients. The pool of negatives stays the whole
+  batch; memory is that of one chunk.
+* gradient accumulation: several smaller contrastive batches per step. Cheaper to reason about,
+  but each batch only sees its own negatives, so it is *not* a bigger contrastive batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from sentence_transformers import SentenceTransformer
+from transformers import get_linear_schedule_with_warmup
+
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.data.sampler import plan_batches, text_keys
+from trainer.errors import CodetuneError
+from trainer.losses import MatryoshkaInfoNCE
+from trainer.models.forward import PairEncoder, count_tokens, tokenize
+from trainer.preemption import Preempted, StopRequest
+from trainer.tracking import Tracker
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # contrastive batch per process; more negatives per query, more memory
+    gradient_accumulation_steps: int = 1  # batches per optimizer step (each batch its own negatives)
+    grad_cache_chunk: int = 0  # >0: GradCache, memory of this many rows while the batch stays batch_size
+    hard_negatives: int = 0  # hard negatives per query taken from the data's `negatives` column
+    lr: float = 5.0e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    epochs: float = 1.0
+    max_steps: int = -1  # >0 overrides epochs
+    max_grad_norm: float = 1.0
+    group_by_length: bool = False  # batch code of similar length together: less padding, a bit less random
+    seed: int = 42
+    log_every: int = 10
+    checkpoint_every: int = 200  # 0: only the final model
+    keep_checkpoints: int = 2
+
+
+class TrainingDiverged(CodetuneError):
+    """The loss became NaN or infinite; the weights were not updated with it."""
+
+
+class _RngState:
+    """CPU and accelerator RNG state, so GradCache's second forward repeats the first's dropout."""
+
+    def __init__(self, device: torch.device):
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        self.device = device
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+
+
+def _batches(keys, lengths, global_batch: int, seed: int) -> Iterator[list[int]]:
+    epoch = 0
+    while True:
+        plan = plan_batches(keys, global_batch, seed, epoch, lengths)
+        if not plan:
+            raise CodetuneError(
+                f"train.batch_size: not enough distinct training pairs ({len(keys)}) for one batch of {global_batch}"
+            )
+        yield from plan
+        epoch += 1
+
+
+def total_steps(cfg: TrainConfig, n_rows: int, world: int) -> int:
+    """Optimizer steps of the run: ``max_steps``, or ``epochs`` worth of full batches."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_epoch = n_rows // (cfg.batch_size * world * cfg.gradient_accumulation_steps)
+    return max(1, math.ceil(cfg.epochs * per_epoch))
+
+
+class Trainer:
+    """Holds what one training run needs; :meth:`fit` runs it. Recipes build one and call ``fit``."""
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        rows: list[dict],
+        loss_fn: MatryoshkaInfoNCE,
+        cfg: TrainConfig,
+        accelerator: Accelerator,
+        run_dir: Path,
+        tracker: Tracker,
+    ):
+        h = cfg.hard_negatives
+        if h > 0:
+            kept = [r for r in rows if len(r.get("negatives") or []) >= h]
+            if not kept:
+                raise CodetuneError(f"train.hard_negatives={h}: no training row has {h} negatives (mine them first)")
+            if len(kept) < len(rows):
+                accelerator.print(f"train.hard_negatives={h}: using {len(kept)} of {len(rows)} rows that have enough")
+            rows = kept
+        self.rows, self.cfg, self.accelerator, self.run_dir, self.tracker = rows, cfg, accelerator, run_dir, tracker
+        self.module = model
+        self.loss_fn = loss_fn
+        self.world = accelerator.num_processes
+        self.steps = total_steps(cfg, len(rows), self.world)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # Not passed to prepare(): accelerate would step a prepared scheduler once per process.
+        self.scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.steps), self.steps)
+        self.model, self.optimizer = accelerator.prepare(PairEncoder(model), optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.params = params
+        self.stop = StopRequest()
+
+    # -- one contrastive batch -------------------------------------------------------------
+
+    def _texts(self, idx: list[int]) -> tuple[list[str], list[str]]:
+        """Queries (b) and documents: b positives, then b*h hard negatives grouped by query."""
+        rows = [self.rows[i] for i in idx]
+        h = self.cfg.hard_negatives
+        docs = [r["positive"] for r in rows]
+        if h:
+            docs += [neg for r in rows for neg in r["negatives"][:h]]
+        return [r["query"] for r in rows], docs
+
+    def _embed(self, queries: list[str], docs: list[str]) -> tuple[torch.Tensor | None, torch.Tensor | None, int]:
+        """One forward over queries and documents (either may be empty); returns both and the token count."""
+        device = self.accelerator.device
+        qf = tokenize(self.module, queries, "query", device) if queries else None
+        df = tokenize(self.module, docs, "document", device) if docs else None
+        with self.accelerator.autocast():
+            q, d = self.model(qf, df)
+        return q, d, sum(count_tokens(f) for f in (qf, df) if f is not None)
+
+    def _split(self, docs: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return docs[:b], (docs[b:] if docs.shape[0] > b else None)
+
+    def _plain_batch(self, queries: list[str], docs: list[str], scale: float, sync: bool) -> tuple[torch.Tensor, dict, int]:
+        with nullcontext() if sync else self.accelerator.no_sync(self.model):
+            q, d, tokens = self._embed(queries, docs)  # (b, D), (b * (1 + h), D)
+            loss, per_dim = self.loss_fn(q, *self._split(d, len(queries)))
+            self.accelerator.backward(loss * scale)
+        return loss.detach(), per_dim, tokens
+
+    def _cached_batch(self, queries: list[str], docs: list[str], scale: float, sync: bool) -> tuple[torch.Tensor, dict, int]:
+        c = self.cfg.grad_cache_chunk
+        chunks = [(queries[i : i + c], []) for i in range(0, len(queries), c)]
+        chunks += [([], docs[i : i + c]) for i in range(0, len(docs), c)]
+        states, embs, tokens = [], [], 0
+        with torch.no_grad():
+            for chunk in chunks:
+                states.append(_RngState(self.accelerator.device))
+                q, d, t = self._embed(*chunk)
+                embs.append((q if q is not None else d).float())
+                tokens += t
+        nq = math.ceil(len(queries) / c)
+        q = torch.cat(embs[:nq]).requires_grad_()  # (b, D), a leaf: its .grad is the cache
+        d = torch.cat(embs[nq:]).requires_grad_()  # (b * (1 + h), D)
+        loss, per_dim = self.loss_fn(q, *self._split(d, len(queries)))
+        loss.backward()
+        grads = list(q.grad.split(c)) + list(d.grad.split(c))
+        for i, (chunk, state, grad) in enumerate(zip(chunks, states, grads)):
+            last = sync and i == len(chunks) - 1
+            with nullcontext() if last else self.accelerator.no_sync(self.model):
+                state.restore()
+                q, d, _ = self._embed(*chunk)
+                e = q if q is not None else d
+                self.accelerator.backward((e.float() * grad).sum() * scale)
+        return loss.detach(), per_dim, tokens
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def fit(self, resume_from: Path | None = None) -> int:
+        """Train to the last step, checkpointing on schedule; returns the number of steps done.
+
+        Raises:
+            TrainingDiverged: on a non-finite loss, before the optimizer applies it.
+            Preempted: after saving a checkpoint because a stop was requested.
+        """
+        cfg, acc = self.cfg, self.accelerator
+        start = load_checkpoint(acc, resume_from) if resume_from else 0
+        keys = text_keys(self.rows, cfg.hard_negatives)
+        lengths = [len(r["positive"]) for r in self.rows] if cfg.group_by_length else None
+        accum = cfg.gradient_accumulation_steps
+        batches = _batches(keys, lengths, cfg.batch_size * self.world, cfg.seed)
+        for _ in range(start * accum):  # the plan is deterministic: skipping replays it exactly
+            next(batches)
+        step_fn = self._cached_batch if cfg.grad_cache_chunk > 0 else self._plain_batch
+        b, r = cfg.batch_size, acc.process_index
+        self.model.train()
+        self.tracker.progress(self.steps, start)
+        last_saved = None
+        for step in range(start + 1, self.steps + 1):
+            t0 = time.perf_counter()
+            loss_sum, tokens, per_dim_sum = 0.0, 0, {}
+            for micro in range(accum):
+                queries, docs = self._texts(next(batches)[r * b : (r + 1) * b])
+                loss, per_dim, t = step_fn(queries, docs, 1.0 / accum, sync=micro == accum - 1)
+                loss_sum += loss.item() / accum
+                tokens += t
+                for dim, v in per_dim.items():
+                    per_dim_sum[dim] = per_dim_sum.get(dim, 0.0) + v.item() / accum
+            # One collective per step for the logged loss, throughput and the stop flag.
+            stats = torch.tensor([loss_sum, tokens, float(self.stop.requested())], device=acc.device)
+            stats = acc.reduce(stats, reduction="sum")
+            loss_mean = stats[0].item() / self.world
+            if not math.isfinite(loss_mean):
+                self.optimizer.zero_grad(set_to_none=True)
+                ckpt = f"; the last good checkpoint is {last_saved}" if last_saved else ""
+                raise TrainingDiverged(f"loss is {loss_mean} at step {step}; weights were not updated{ckpt}")
+            grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            self.tracker.advance()
+            if step % cfg.log_every == 0 or step == self.steps or step == start + 1:
+                metrics = {
+                    "loss": loss_mean,
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                    "pairs_per_s": b * self.world * accum / dt,
+                    "tokens_per_s": stats[1].item() / dt,
+                }
+                # per-dim losses are this process's; close to the global mean, and free to log
+                metrics.update({f"loss/dim{dim}": v for dim, v in per_dim_sum.items()})
+                self.tracker.log(metrics, step)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.steps:
+                last_saved = save_checkpoint(acc, self.run_dir, step, cfg.keep_checkpoints)
+            if stats[2].item() > 0:
+                if last_saved is None or not last_saved.name.endswith(f"-{step}"):
+                    last_saved = save_checkpoint(acc, self.run_dir, step, cfg.keep_checkpoints)
+                raise Preempted(step, last_saved)
+        return self.steps

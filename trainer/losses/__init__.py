@@ -1,0 +1,6 @@
+"""Contrastive losses over embeddings (the model's forward pass happens in the loop)."""
+
+from trainer.losses.info_nce import info_nce
+from trainer.losses.matryoshka import MatryoshkaInfoNCE
+
+__all__ = ["info_nce", "MatryoshkaInfoNCE"]

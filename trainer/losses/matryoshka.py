@@ -1,0 +1,72 @@
+"""InfoNCE under a Matryoshka objective, with negatives gathered from every process.
+
+References:
+    Kusupati et al., "Matryoshka Representation Learning" (NeurIPS 2022).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from trainer.distributed import gather_with_grad, rank
+from trainer.losses.info_nce import info_nce
+
+
+@dataclass
+class MatryoshkaInfoNCE:
+    """Weighted sum over dimensions of InfoNCE on truncated, re-normalised embeddings.
+
+    The encoder runs once; each dimension only slices the same embeddings, as in
+    sentence-transformers' ``MatryoshkaLoss``.
+
+    Args:
+        dims: prefix lengths to train, e.g. [384, 256, 128, 64]; each at most the model's dimension.
+        weights: one per dim (None: all 1).
+        temperature: softmax temperature of InfoNCE.
+        gather: take the positives and hard negatives of every process as negatives
+            (cross-device negatives). With it, N processes of batch b equal one of batch N*b.
+
+    Inputs:
+        queries: (b, D) this process's queries. positives: (b, D) their documents.
+        negatives: (b * h, D) or None, ``h`` hard negatives per query, grouped by query.
+
+    Example:
+        >>> loss_fn = MatryoshkaInfoNCE(dims=[32, 16], temperature=0.05)
+        >>> q, d = torch.randn(4, 32), torch.randn(4, 32)
+        >>> total, per_dim = loss_fn(q, d)
+    """
+
+    dims: list[int]
+    weights: list[float] | None = None
+    temperature: float = 0.05
+    gather: bool = True
+
+    def __call__(
+        self, queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """Returns the weighted total (scalar) and the unweighted loss at each dim (detached)."""
+        queries, positives = queries.float(), positives.float()
+        b = queries.shape[0]
+        candidates = positives if negatives is None else torch.cat([positives, negatives.float()])
+        offset = 0
+        if self.gather:
+            # Gather positives and negatives separately so every rank's candidate order is
+            # [all positives, all negatives]: the layout one process with the whole batch sees.
+            pos = gather_with_grad(positives)  # (b * world, D)
+            neg = gather_with_grad(negatives.float()) if negatives is not None else None
+            candidates = pos if neg is None else torch.cat([pos, neg])
+            offset = rank() * b
+        labels = torch.arange(offset, offset + b, device=queries.device)  # (b,)
+        weights = self.weights or [1.0] * len(self.dims)
+        total = queries.new_zeros(())
+        per_dim = {}
+        for dim, weight in zip(self.dims, weights):
+            q = F.normalize(queries[:, :dim], dim=-1)  # (b, dim)
+            c = F.normalize(candidates[:, :dim], dim=-1)  # (C, dim)
+            loss = info_nce(q, c, labels, self.temperature)
+            per_dim[dim] = loss.detach()
+            total = total + weight * loss
+        return total, per_dim

@@ -1,0 +1,92 @@
+"""What a run reports: W&B through accelerate's trackers (offline without a key), a JSONL log, a progress bar.
+
+Only numbers are logged. Code and queries stay out of W&B (codebases are private) unless the user
+opts in with ``tracking.log_examples``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+
+@dataclass
+class TrackingConfig:
+    project: str = "codetune"  # W&B project
+    wandb: str = "auto"  # auto: online with an API key, else offline (sync later: `wandb sync DIR`); or online|offline|disabled
+    log_examples: bool = False  # send a few training (query, code) pairs to W&B; off: code is private
+
+
+def wandb_mode(setting: str) -> str:
+    """Resolve ``auto`` to ``online`` when W&B credentials exist, else ``offline``."""
+    if setting != "auto":
+        return setting
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _netrc()
+    return "online" if has_key else "offline"
+
+
+def _netrc() -> str:
+    path = Path.home() / ".netrc"
+    return path.read_text(errors="ignore") if path.is_file() else ""
+
+
+def uses_wandb(cfg: TrackingConfig) -> bool:
+    return wandb_mode(cfg.wandb) != "disabled"
+
+
+class Tracker:
+    """Rank-zero logging to the JSONL file, W&B (if on) and a tqdm bar; a no-op on other ranks."""
+
+    def __init__(self, accelerator: Accelerator, run_dir: Path, cfg: TrackingConfig, config: dict, run_name: str):
+        self.accelerator = accelerator
+        self.main = accelerator.is_main_process
+        self.log_path = run_dir / "log.jsonl"
+        self.wandb = uses_wandb(cfg)
+        self.bar = None
+        if self.wandb:
+            mode = wandb_mode(cfg.wandb)
+            os.environ.setdefault("WANDB_SILENT", "true")
+            accelerator.init_trackers(
+                cfg.project, config=config, init_kwargs={"wandb": {"dir": str(run_dir), "mode": mode, "name": run_name}}
+            )
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Append ``metrics`` at ``step`` to the JSONL log and W&B."""
+        if not self.main:
+            return
+        with self.log_path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.wandb:
+            self.accelerator.log(metrics, step=step)
+        if self.bar is not None and "loss" in metrics:
+            self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+
+    def log_examples(self, rows: list[dict]) -> None:
+        """Send example pairs to W&B as a table; only called when the user opted in."""
+        if self.main and self.wandb:
+            import wandb
+
+            table = wandb.Table(columns=["query", "code"], data=[[r["query"], r["positive"]] for r in rows])
+            self.accelerator.log({"examples": table})
+
+    def progress(self, total: int, initial: int) -> None:
+        """Start the progress bar of the training steps (main process only)."""
+        if self.main:
+            self.bar = tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.wandb:
+            self.accelerator.end_training()
