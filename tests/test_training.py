@@ -107,7 +107,8 @@ def test_stop_request_checkpoints_and_auto_resume_finishes(tiny_bert, tmp_path):
         proc = launch(tiny_bert, tmp_path / "run", *common, "resume_from_checkpoint=auto", check=False)
     finally:
         del os.environ["CODETUNE_STOP_FILE"]
-    assert proc.returncode == 75, proc.stderr[-2000:]
+    # The worker exits 75; `accelerate launch` reports any child failure as 1.
+    assert proc.returncode != 0 and "exit status 75" in proc.stderr, proc.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text() == "step-1"
     launch(tiny_bert, tmp_path / "run", *common, "resume_from_checkpoint=auto")
     assert losses(tmp_path / "run") == pytest.approx(losses(tmp_path / "straight"), rel=1e-6)
