@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,7 +40,7 @@ class TrainConfig:
     batch_size: int = 32  # contrastive batch per process; more negatives per query, more memory
     gradient_accumulation_steps: int = 1  # batches per optimizer step (each batch its own negatives)
     grad_cache_chunk: int = 0  # >0: GradCache, memory of this many rows while the batch stays batch_size
-    hard_negatives: int = 0  # hard negatives per query taken from the data's `negatives` column
+    hard_negatives: int | None = None  # per query, from the data's `negatives`; None: as many as every row has
     lr: float = 5.0e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -105,6 +105,9 @@ class Trainer:
         run_dir: Path,
         tracker: Tracker,
     ):
+        if cfg.hard_negatives is None:
+            counts = [len(r.get("negatives") or []) for r in rows]
+            cfg = replace(cfg, hard_negatives=min(counts, default=0))
         h = cfg.hard_negatives
         if h > 0:
             kept = [r for r in rows if len(r.get("negatives") or []) >= h]

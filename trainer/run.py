@@ -105,11 +105,11 @@ def matryoshka_dims(cfg: LossConfig, model: SentenceTransformer) -> list[int]:
 
 
 def evaluate_main(
-    model: SentenceTransformer, data: BeirData, dims: list[int], cfg: EvalConfig, acc: Accelerator
+    model: SentenceTransformer, data: BeirData | None, dims: list[int], cfg: EvalConfig, acc: Accelerator
 ) -> dict | None:
-    """Evaluate on the main process (others wait); returns metrics there, None elsewhere."""
+    """Evaluate on the main process (others wait); returns metrics there, None elsewhere or without data."""
     result = None
-    if acc.is_main_process:
+    if acc.is_main_process and data is not None:
         result = evaluate(model, data, dims, batch_size=cfg.batch_size)
     acc.wait_for_everyone()
     return result
@@ -132,11 +132,12 @@ def finish(
     """Write ``eval.json``, print the before/after table and export ``run_dir/final`` (main process)."""
     final = run_dir / "final"
     if acc.is_main_process:
-        atomic_write_json(
-            run_dir / "eval.json",
-            {"before": {**eval_meta, "metrics": before}, "after": {**eval_meta, "model": str(final), "metrics": after}},
-        )
-        print_table(before_after_table(before, after, title=title))
+        if before is not None and after is not None:
+            atomic_write_json(
+                run_dir / "eval.json",
+                {"before": {**eval_meta, "metrics": before}, "after": {**eval_meta, "model": str(final), "metrics": after}},
+            )
+            print_table(before_after_table(before, after, title=title))
         export_model(model, final)
         print(f"saved {final}  (SentenceTransformer('{final}') loads it)")
     acc.wait_for_everyone()

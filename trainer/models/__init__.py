@@ -70,7 +70,9 @@ def load_model(
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CodetuneError(f"model {spec!r}: cannot be loaded ({reason[:200]})") from None
     if max_seq_length is not None:
-        model.max_seq_length = max_seq_length
+        # A config written for 512-position encoders must not overflow a smaller model.
+        limit = getattr(model.tokenizer, "model_max_length", None) or max_seq_length
+        model.max_seq_length = min(max_seq_length, limit)
     return model
 
 

@@ -1,0 +1,91 @@
+"""Contrastive fine-tuning from start to finish: the flow that the Matryoshka and LoRA recipes share.
+
+Setup (accelerator, run folder, model, data, loss), evaluate the base model, train, evaluate
+again, save. The recipes differ only in how the model is adapted before training and exported
+after it, which they pass in as two functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+from trainer import run
+from trainer.data import DataConfig, load_training_data
+from trainer.data.beir import load_beir
+from trainer.losses import MatryoshkaInfoNCE
+from trainer.loop import TrainConfig, Trainer
+from trainer.models import load_model
+from trainer.preemption import EXIT_PREEMPTED, Preempted
+from trainer.tracking import TrackingConfig
+
+
+@dataclass
+class FineTuneConfig:
+    output_dir: str | None = None  # run folder; default runs/<recipe>-<time>
+    overwrite: bool = False  # replace an existing output_dir
+    resume_from_checkpoint: str | None = None  # latest | auto | a checkpoint folder
+    mixed_precision: str | None = None  # no | fp16 | bf16; None: as accelerate launch says
+    model: run.ModelConfig = field(default_factory=run.ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: run.LossConfig = field(default_factory=run.LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: run.EvalConfig = field(default_factory=run.EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+Adapt = Callable[[SentenceTransformer], None]
+Export = Callable[[SentenceTransformer, Path], SentenceTransformer]
+
+
+def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, export: Export | None = None) -> int:
+    """Run one fine-tuning job; returns the process exit status.
+
+    Args:
+        cfg: the resolved recipe config.
+        recipe: name used for the default run folder.
+        adapt: changes the model in place before training (e.g. wraps it with LoRA).
+        export: given the trained model and run folder, returns the model to save as ``final/``
+            (e.g. with LoRA merged), after saving anything else it wants there.
+    """
+    # Setup: accelerator, run folder, model, data, loss.
+    acc = run.make_accelerator(cfg.mixed_precision, cfg.tracking, cfg.train.seed)
+    run_dir, resume_from, tracker = run.start(cfg, recipe, acc)
+    m = cfg.model
+    model = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device))
+    dims = run.matryoshka_dims(cfg.loss, model)
+    eval_dims = cfg.eval.dims or dims
+    with acc.main_process_first():  # rank 0 mines and caches; the others read the cache
+        data = load_training_data(cfg.data, run_dir, model=model)
+    eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
+    rows = data.train.to_list()
+    loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices)
+    if cfg.tracking.log_examples:
+        tracker.log_examples(rows[:16])
+
+    # Evaluate the base model, adapt it, train, evaluate again.
+    before = run.evaluate_main(model, eval_data, eval_dims, cfg.eval, acc)
+    if before:
+        run.log_eval(tracker, before, 0, "before")
+    if adapt is not None:
+        adapt(model)
+    trainer = Trainer(model, rows, loss_fn, cfg.train, acc, run_dir, tracker)
+    try:
+        steps = trainer.fit(resume_from)
+    except Preempted as stop:
+        acc.print(str(stop))
+        tracker.finish()
+        return EXIT_PREEMPTED
+    after = run.evaluate_main(model, eval_data, eval_dims, cfg.eval, acc)
+    if after:
+        run.log_eval(tracker, after, steps, "after")
+
+    # Save: eval.json, the before/after table, run_dir/final.
+    final_model = export(model, run_dir) if export is not None and acc.is_main_process else model
+    meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
+    run.finish(final_model, run_dir, before, after, meta, acc, title=f"{recipe} {m.name}: held-out code retrieval")
+    tracker.finish()
+    return 0

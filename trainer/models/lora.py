@@ -1,0 +1,67 @@
+"""LoRA (Hu et al., 2021) on the transformer inside a sentence-transformers model, through peft."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Transformer
+
+from trainer.errors import CodetuneError
+
+# Every linear layer of the encoder: attention projections and the feed-forward block.
+TARGETS = {
+    "bert": ["query", "key", "value", "dense"],
+    "roberta": ["query", "key", "value", "dense"],
+}
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 8  # higher: more capacity, more trainable parameters (linear in rank)
+    alpha: int = 16  # update scale is alpha / rank
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=list)  # empty: every linear layer of the architecture
+
+
+def _transformer(model: SentenceTransformer) -> Transformer:
+    first = model[0]
+    if not isinstance(first, Transformer):
+        raise CodetuneError(f"lora: the model's first module is {type(first).__name__}, not a Transformer")
+    return first
+
+
+def apply_lora(model: SentenceTransformer, cfg: LoraSettings) -> tuple[int, int]:
+    """Freeze the encoder and add LoRA adapters in place.
+
+    Returns:
+        (trainable parameters, all parameters) of the model.
+    """
+    module = _transformer(model)
+    arch = module.model.config.model_type
+    targets = cfg.target_modules or TARGETS.get(arch)
+    if not targets:
+        raise CodetuneError(f"lora.target_modules: no default for architecture {arch!r}; name the linear layers")
+    peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets)
+    module.model = get_peft_model(module.model, peft_cfg)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def save_adapter(model: SentenceTransformer, folder: Path) -> None:
+    """Save only the LoRA weights and config (a few MB), loadable with peft."""
+    peft_model = _transformer(model).model
+    if not isinstance(peft_model, PeftModel):
+        raise CodetuneError("lora: the model has no LoRA adapter to save")
+    peft_model.save_pretrained(str(folder))
+
+
+def merge_lora(model: SentenceTransformer) -> SentenceTransformer:
+    """Fold the adapters into the weights, leaving a plain model any sentence-transformers user can load."""
+    module = _transformer(model)
+    if isinstance(module.model, PeftModel):
+        module.model = module.model.merge_and_unload()
+    return model
