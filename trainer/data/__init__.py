@@ -1,0 +1,237 @@
+"""Training and evaluation data: mined from source code, or read from users' files.
+
+Recipes make one call::
+
+    data = load_training_data(config.data, run_dir, model=model)
+    data.train      # datasets.Dataset: query, positive, [negatives], path, line, name, language
+    data.eval_dir   # BEIR folder for the evaluator, or None
+
+The modules, one step each: :mod:`~trainer.data.languages` (functions of a file),
+:mod:`~trainer.data.mining` (pairs of a tree), :mod:`~trainer.data.filters` (dedup and limits),
+:mod:`~trainer.data.splits` (train/test by file), :mod:`~trainer.data.formats` (users' files),
+:mod:`~trainer.data.negatives` (hard negatives), :mod:`~trainer.data.stdlib` (the default
+dataset), :mod:`~trainer.data.beir` (the evaluation format). ``python -m trainer.data`` mines and
+adds negatives from the command line.
+
+The heavy modules (``datasets``, tree-sitter, torch) are imported inside the functions here, so
+that importing :mod:`trainer.data.beir` for evaluation alone stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer.errors import CodetuneError
+
+if TYPE_CHECKING:
+    import datasets
+    from sentence_transformers import SentenceTransformer
+
+    from trainer.data.beir import BeirData
+    from trainer.data.mining import MiningConfig
+    from trainer.data.negatives import NegativesConfig
+    from trainer.data.splits import SplitConfig
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section of a recipe config."""
+
+    # "stdlib" (the running Python's standard library, mined and cached), a source tree, or a
+    # dataset: .jsonl/.json/.csv/.tsv/.parquet/.xml file, saved `datasets` folder or BEIR folder.
+    # A list mixes them; each is split into train/test on its own.
+    source: str | list[str] = "stdlib"
+    eval: str | None = None  # BEIR folder to evaluate on; None: the held-out split of `source`
+    eval_split: str = "test"  # qrels/<eval_split>.tsv of `eval`
+    query_column: str = "query"  # column names in a user's dataset file
+    positive_column: str = "positive"
+    negatives_column: str | None = None  # None: use a "negatives" column when there is one
+    max_train_pairs: int | None = None  # cap, drawn at random with `seed`; None keeps all
+    test_fraction: float = 0.1  # share of files held out for evaluation when `eval` is None; 0: none
+    max_test_queries: int | None = None  # cap on held-out queries (more: slower evaluation)
+    group_by: str = "file"  # "file" or "folder": the unit that never straddles train and test
+    seed: int = 0  # draws the split and the max_train_pairs sample
+    min_query_words: int = 3  # mining: shorter docstring summaries are dropped
+    min_code_lines: int = 3  # mining: shorter functions are dropped
+    max_code_chars: int = 4000  # mining: longer functions are dropped (not truncated)
+    hard_negatives: int = 0  # per query, mined with the model being trained; 0: off (costs one encoding pass)
+    hard_negatives_window: list[int] = field(default_factory=lambda: [10, 50])  # ranks [start, stop) to take them from
+
+    def __post_init__(self) -> None:
+        if self.max_train_pairs is not None and self.max_train_pairs < 1:
+            raise CodetuneError(f"data.max_train_pairs: {self.max_train_pairs} must be at least 1")
+        if self.hard_negatives < 0:
+            raise CodetuneError(f"data.hard_negatives: {self.hard_negatives} must be 0 or more")
+        if len(self.hard_negatives_window) != 2:
+            raise CodetuneError(f"data.hard_negatives_window: {self.hard_negatives_window} must be two ranks")
+        self.split_config()
+        if self.hard_negatives:
+            self.negatives_config()
+
+    def mining_config(self) -> MiningConfig:
+        """The miner's settings."""
+        from trainer.data.mining import MiningConfig
+
+        return MiningConfig(self.min_query_words, self.min_code_lines, self.max_code_chars)
+
+    def split_config(self) -> SplitConfig:
+        """The held-out split's settings."""
+        from trainer.data.splits import SplitConfig
+
+        return _prefixed(SplitConfig, self.test_fraction, self.seed, self.group_by, self.max_test_queries)
+
+    def negatives_config(self) -> NegativesConfig:
+        """The hard-negative miner's settings."""
+        from trainer.data.negatives import NegativesConfig
+
+        start, stop = self.hard_negatives_window
+        return _prefixed(NegativesConfig, window=(start, stop), per_query=max(self.hard_negatives, 1))
+
+
+def _prefixed(cls: type, *args: Any, **kwargs: Any) -> Any:
+    """Build a settings object, naming the field as ``data.<field>`` in its error."""
+    try:
+        return cls(*args, **kwargs)
+    except CodetuneError as err:
+        raise CodetuneError(f"data.{err}") from None
+
+
+@dataclass
+class TrainingData:
+    """What a recipe trains and evaluates on."""
+
+    train: datasets.Dataset  # query, positive, [negatives], path, line, name, language
+    eval_dir: Path | None  # a BEIR folder, or None when nothing is held out
+    eval_split: str = "test"
+
+
+def load_training_data(
+    config: DataConfig, work_dir: str | os.PathLike, model: SentenceTransformer | None = None
+) -> TrainingData:
+    """Training rows and an evaluation folder from ``config.source``.
+
+    Args:
+        config: the ``data`` settings.
+        work_dir: where a held-out BEIR set is written when one has to be (a run folder);
+            the standard library's alone is used from its cache.
+        model: needed when ``config.hard_negatives`` > 0.
+
+    Raises:
+        CodetuneError: an unknown or unreadable source, no training pairs, or hard negatives
+            asked for without a model.
+    """
+    if config.eval is not None and not Path(config.eval).is_dir():
+        raise CodetuneError(f"data.eval: {config.eval}: BEIR folder not found")
+    if config.hard_negatives and model is None:
+        raise CodetuneError("data.hard_negatives: mining hard negatives needs a model")
+    trains, held_out = _read_sources(config)
+    train = _concatenate(trains)
+    if len(train) == 0:
+        raise CodetuneError(f"data.source: no training pairs in {config.source}")
+    if config.max_train_pairs is not None and len(train) > config.max_train_pairs:
+        train = train.shuffle(seed=config.seed).select(range(config.max_train_pairs))
+    if config.hard_negatives:
+        from trainer.data.negatives import mine_hard_negatives
+
+        train = mine_hard_negatives(model, train, config.negatives_config())
+    if config.eval is not None:
+        return TrainingData(train, Path(config.eval), config.eval_split)
+    return TrainingData(train, _held_out_dir(held_out, Path(work_dir)))
+
+
+def _read_sources(config: DataConfig) -> tuple[list[datasets.Dataset], list[BeirData | Path]]:
+    """Training rows of each source, and its held-out part (a BEIR set, or the stdlib cache's folder)."""
+    from trainer.data.formats import load_pairs
+    from trainer.data.mining import mine
+    from trainer.data.splits import beir_from_rows, split_mined, split_rows
+    from trainer.data.stdlib import is_stdlib, stdlib_dataset
+
+    sources = [config.source] if isinstance(config.source, str) else list(config.source)
+    if not sources:
+        raise CodetuneError("data.source: no source given")
+    split = config.split_config()
+    hold_out = config.eval is None and split.test_fraction > 0
+    trains: list[datasets.Dataset] = []
+    held_out: list[BeirData | Path] = []
+    trees = []
+    for source in sources:
+        if is_stdlib(source):
+            train, test_dir = stdlib_dataset(config.mining_config(), split)
+            trains.append(train)
+            if hold_out and test_dir is not None:
+                held_out.append(test_dir)
+        elif _is_dataset(source):
+            rows = load_pairs(
+                source, config.query_column, config.positive_column, config.negatives_column, config.eval_split
+            )
+            if hold_out:
+                rows, test = split_rows(rows, split)
+                if len(test):
+                    held_out.append(beir_from_rows(test))
+            trains.append(rows)
+        else:
+            trees.append(source)
+    if trees:  # mined together, so that duplicates across the trees are removed too
+        mined = split_mined(mine(trees, config.mining_config()), split)
+        trains.append(mined.train_dataset())
+        if hold_out and mined.test:
+            held_out.append(mined.test_beir())
+    return trains, held_out
+
+
+def _held_out_dir(held_out: list[BeirData | Path], work_dir: Path) -> Path | None:
+    """The standard library's cached test folder as it is; anything else written under ``work_dir``."""
+    from trainer.data.beir import write_beir
+
+    if not held_out:
+        return None
+    if len(held_out) == 1 and isinstance(held_out[0], Path):
+        return held_out[0]
+    eval_dir = work_dir / "data" / "eval"
+    write_beir(eval_dir, _merge(held_out))
+    return eval_dir
+
+
+def _is_dataset(source: str) -> bool:
+    """A dataset file or folder, as opposed to a source tree to mine."""
+    from trainer.data.languages import language_for_path
+
+    path = Path(source)
+    if not path.exists():
+        raise CodetuneError(f"data.source: {source}: not found (nor 'stdlib')")
+    if path.is_file():
+        return language_for_path(path) is None
+    markers = ("corpus.jsonl", "dataset_info.json", "dataset_dict.json")
+    return any((path / marker).is_file() for marker in markers)
+
+
+def _concatenate(parts: list[datasets.Dataset]) -> datasets.Dataset:
+    """One dataset of several, giving ``negatives: []`` to parts without the column when others have it."""
+    import datasets
+
+    if any("negatives" in p.column_names for p in parts):
+        feature = datasets.List(datasets.Value("string"))
+        parts = [
+            p if "negatives" in p.column_names else p.add_column("negatives", [[]] * len(p), feature=feature)
+            for p in parts
+        ]
+        parts = [p.select_columns(parts[0].column_names) for p in parts]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+
+def _merge(sets: list[BeirData | Path]) -> BeirData:
+    """One BEIR set of several; ids get a per-source prefix so that two sources cannot collide."""
+    from trainer.data.beir import BeirData, load_beir
+
+    loaded = [load_beir(s) if isinstance(s, Path) else s for s in sets]
+    if len(loaded) == 1:
+        return loaded[0]
+    merged = BeirData()
+    for i, data in enumerate(loaded):
+        merged.corpus.update({f"s{i}-{d}": doc for d, doc in data.corpus.items()})
+        merged.queries.update({f"s{i}-{q}": text for q, text in data.queries.items()})
+        merged.qrels.update({f"s{i}-{q}": {f"s{i}-{d}": s for d, s in docs.items()} for q, docs in data.qrels.items()})
+    return merged

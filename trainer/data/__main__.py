@@ -1,0 +1,133 @@
+"""Mine training data from code, and add hard negatives to it.
+
+    python -m trainer.data mine SRC [SRC ...] --out DIR [--test-fraction 0.1] [--seed 0] [--group-by file]
+    python -m trainer.data negatives --model SPEC --data DIR [--out FILE] [--window 10 50] [--per-query 3]
+
+``mine`` writes ``DIR/train.jsonl``, ``DIR/test/`` (a BEIR folder) and ``DIR/report.json``, and
+prints what it found per language and what it skipped. ``stdlib`` (or the standard library's
+path) as a SRC mines the running Python's standard library, without its tests and GUI code.
+
+``negatives`` reads ``DIR/train.jsonl`` (or a ``.jsonl`` file given as ``--data``) and writes the
+rows with a ``negatives`` column to ``train.negatives.jsonl`` beside it, never over the input,
+unless ``--out`` names the input itself, which is then replaced atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from trainer.errors import CodetuneError, cli_main
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer.data", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    mine = commands.add_parser("mine", help="mine (docstring, function) pairs from source trees")
+    mine.add_argument(
+        "sources", nargs="+", metavar="SRC", help="folder or file to mine; 'stdlib' for the standard library"
+    )
+    mine.add_argument("--out", required=True, type=Path, help="folder to write train.jsonl, test/ and report.json to")
+    mine.add_argument("--test-fraction", type=float, default=0.1, help="share of files held out (default 0.1)")
+    mine.add_argument("--seed", type=int, default=0, help="draws the split (default 0)")
+    mine.add_argument(
+        "--group-by", choices=("file", "folder"), default="file", help="unit kept on one side (default file)"
+    )
+    mine.add_argument("--max-test-queries", type=int, default=None, help="cap on held-out queries")
+
+    neg = commands.add_parser("negatives", help="add hard negatives to mined or user training rows")
+    neg.add_argument("--model", required=True, help="model spec: 'default', a folder or a hub name")
+    neg.add_argument("--data", required=True, type=Path, help="folder holding train.jsonl, or a .jsonl file")
+    neg.add_argument(
+        "--out", type=Path, default=None, help="output file (default: train.negatives.jsonl beside the input)"
+    )
+    neg.add_argument(
+        "--window",
+        nargs=2,
+        type=int,
+        default=[10, 50],
+        metavar=("START", "STOP"),
+        help="0-based ranks [START, STOP) (default 10 50)",
+    )
+    neg.add_argument("--per-query", type=int, default=3, help="negatives per row at most (default 3)")
+    neg.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default 64)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "mine":
+        _mine(args)
+    else:
+        _negatives(args)
+    return 0
+
+
+def _mine(args: argparse.Namespace) -> None:
+    from trainer.data.mining import SourceTree, mine
+    from trainer.data.splits import SplitConfig, split_mined, write_mined
+    from trainer.data.stdlib import is_stdlib, stdlib_tree
+
+    split = SplitConfig(args.test_fraction, args.seed, args.group_by, args.max_test_queries)
+    trees = []
+    for source in args.sources:
+        if is_stdlib(source):
+            trees.append(stdlib_tree())
+        elif not Path(source).exists():
+            raise CodetuneError(f"{source}: not found")
+        else:
+            trees.append(SourceTree(Path(source)))
+    result = mine(trees)
+    summary = write_mined(args.out, split_mined(result, split), result.report, split)
+    _print_report(summary)
+
+
+def _print_report(summary: dict) -> None:
+    mining, split = summary["mining"], summary["split"]
+    console = Console()
+    table = Table(title=f"mined in {mining['seconds']:.1f} s")
+    for column in ("language", "files", "functions", "documents", "pairs"):
+        table.add_column(column, justify="left" if column == "language" else "right")
+    for language in sorted(mining["files"]):
+        table.add_row(
+            language, *(str(mining[k].get(language, 0)) for k in ("files", "functions", "documents", "pairs"))
+        )
+    console.print(table)
+    for title, counts in (("files skipped", mining["skipped_files"]), ("functions dropped", mining["dropped"])):
+        if counts:
+            console.print(f"{title}: " + ", ".join(f"{reason} {n}" for reason, n in counts.items()))
+    console.print(
+        f"train: {split['train_pairs']} pairs from {split['train_files']} files; "
+        f"test: {split['test_queries']} queries over {split['test_documents']} documents "
+        f"from {split['test_files']} files"
+    )
+
+
+def _negatives(args: argparse.Namespace) -> None:
+    from trainer.data.formats import load_pairs, write_jsonl
+    from trainer.data.negatives import NegativesConfig, mine_hard_negatives
+    from trainer.models import load_model
+
+    source = args.data / "train.jsonl" if args.data.is_dir() else args.data
+    out = args.out or source.with_name(f"{source.stem}.negatives.jsonl")
+    config = NegativesConfig(window=tuple(args.window), per_query=args.per_query, batch_size=args.batch_size)
+    rows = load_pairs(source)
+    start = time.perf_counter()
+    rows = mine_hard_negatives(load_model(args.model), rows, config, show_progress=True)
+    write_jsonl(out, rows)
+    counts = [len(n) for n in rows["negatives"]]
+    full = sum(c == args.per_query for c in counts)
+    print(
+        f"{len(rows)} rows, {sum(counts)} negatives ({full} rows with {args.per_query}, {counts.count(0)} with none) "
+        f"in {time.perf_counter() - start:.1f} s -> {out}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main(main))

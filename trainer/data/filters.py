@@ -1,0 +1,119 @@
+"""Which mined functions to keep: code size, trivial queries, exact and near-duplicate bodies.
+
+Duplicates matter twice: a body in both train and test leaks the answer, and two copies of one
+body in a retrieval corpus make one of them a false negative for the other's query.
+
+- *Exact* duplicates share :func:`code_key`: the same tokens, whatever the whitespace, with the
+  function's own name masked (a copy renamed is still a copy).
+- *Near* duplicates have a Jaccard similarity of token 3-shingles at or above a threshold.
+  Candidates come from MinHash locality-sensitive hashing (64 hash functions in 16 bands of 4:
+  a pair at Jaccard 0.8 becomes a candidate with probability 0.9998) and are then checked exactly,
+  so the threshold is exact and the cost stays near linear in the number of functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+
+import numpy as np
+
+_TOKEN = re.compile(r"[A-Za-z_]\w*|\d+|\S")
+_NAME_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+_FILLER = {"a", "an", "the"}
+
+_NUM_PERM, _BANDS = 64, 16
+_PRIME = 4294967311  # the first prime above 2**32: (a * h + b) % p is a universal hash of 32-bit h
+_rng = np.random.default_rng(0)  # fixed: signatures must not change between runs
+_A = _rng.integers(1, 2**31, size=_NUM_PERM, dtype=np.uint64)  # a < 2**31 keeps a * h below 2**63
+_B = _rng.integers(0, 2**32, size=_NUM_PERM, dtype=np.uint64)
+
+
+def code_tokens(code: str, name: str | None = None) -> list[str]:
+    """Identifiers, numbers and single symbols of ``code``; the function's own short name becomes ``§``."""
+    short = name.rsplit(".", 1)[-1] if name else None
+    return ["§" if t == short else t for t in _TOKEN.findall(code)]
+
+
+def code_key(code: str, name: str | None = None) -> str:
+    """A hash equal for two bodies that differ only in whitespace (and, given ``name``, in their own name)."""
+    return _tokens_key(code_tokens(code, name))
+
+
+def _tokens_key(tokens: list[str]) -> str:
+    return hashlib.blake2b("\x00".join(tokens).encode(), digest_size=16).hexdigest()
+
+
+def code_lines(code: str) -> int:
+    """Lines that hold something other than whitespace."""
+    return sum(1 for line in code.split("\n") if line.strip())
+
+
+def name_words(name: str) -> list[str]:
+    """``Parser.parse_HTTPHeader`` -> ``['parse', 'http', 'header']`` (the last part of a qualified name)."""
+    return [w.lower() for w in _NAME_PART.findall(name.rsplit(".", 1)[-1])]
+
+
+def query_is_name(query: str, name: str) -> bool:
+    """True when the query only spells out the function's name: ``Load the user config.`` for ``load_user_config``."""
+    words = [w for w in re.findall(r"[a-z0-9]+", query.lower()) if w not in _FILLER]
+    return words == name_words(name)
+
+
+def shingles(tokens: list[str], size: int = 3) -> set[int]:
+    """32-bit hashes of the ``size``-token windows (the whole sequence when it is shorter)."""
+    if len(tokens) <= size:
+        return {zlib.crc32("\x00".join(tokens).encode())}
+    return {zlib.crc32("\x00".join(tokens[i : i + size]).encode()) for i in range(len(tokens) - size + 1)}
+
+
+def minhash(hashes: set[int]) -> np.ndarray:
+    """(64,) uint64 MinHash signature of a non-empty set of 32-bit hashes."""
+    h = np.fromiter(hashes, dtype=np.uint64, count=len(hashes))  # (n,)
+    return ((_A[:, None] * h[None, :] + _B[:, None]) % _PRIME).min(axis=1)  # (64, n) -> (64,)
+
+
+def jaccard(a: set[int], b: set[int]) -> float:
+    """|a & b| / |a | b| (0.0 for two empty sets)."""
+    union = len(a | b)
+    return len(a & b) / union if union else 0.0
+
+
+class Deduplicator:
+    """Keeps the first function of each group of exact or near duplicates, in the order offered.
+
+    Example:
+        >>> dedup = Deduplicator()
+        >>> dedup.add("def f(x):\\n    return x + 1", "f")
+        >>> dedup.add("def g(x):  return x + 1", "g")
+        'duplicate'
+    """
+
+    def __init__(self, threshold: float = 0.85) -> None:
+        """``threshold``: Jaccard of token 3-shingles from which a body is a near duplicate; above 1: off."""
+        self.threshold = threshold
+        self._keys: set[str] = set()
+        self._shingles: list[set[int]] = []
+        self._buckets: list[dict[bytes, list[int]]] = [{} for _ in range(_BANDS)]
+
+    def add(self, code: str, name: str | None = None) -> str | None:
+        """Remember ``code`` and return None, or return ``"duplicate"``/``"near_duplicate"`` for a copy."""
+        tokens = code_tokens(code, name)
+        key = _tokens_key(tokens)
+        if key in self._keys:
+            return "duplicate"
+        self._keys.add(key)
+        if self.threshold > 1:
+            return None
+        sh = shingles(tokens)
+        bands = minhash(sh).reshape(_BANDS, -1)  # (16, 4)
+        band_keys = [band.tobytes() for band in bands]
+        candidates = {i for bucket, k in zip(self._buckets, band_keys) for i in bucket.get(k, ())}
+        if any(jaccard(sh, self._shingles[i]) >= self.threshold for i in candidates):
+            return "near_duplicate"
+        index = len(self._shingles)
+        self._shingles.append(sh)
+        for bucket, k in zip(self._buckets, band_keys):
+            bucket.setdefault(k, []).append(index)
+        return None

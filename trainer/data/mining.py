@@ -1,0 +1,334 @@
+"""(query, code) pairs from source trees, as CodeSearchNet made them: the docstring's summary is the query.
+
+Run from the command line with ``python -m trainer.data mine SRC --out DIR``; from code::
+
+    result = mine(["path/to/repo"])
+    result.pairs[0].query, result.pairs[0].function.code
+    print(result.report.to_dict())
+
+Steps: walk each tree (hidden folders, ``__pycache__`` and ``node_modules`` left out), read every
+file of a supported language (:data:`trainer.data.languages.EXTENSIONS`), extract every function
+(:func:`trainer.data.languages.extract_functions`), keep the ones whose code passes the size
+limits and is not a duplicate (these are the *documents*: a retrieval corpus), and pair those
+whose documentation gives a usable query (these are the *pairs*).
+
+Nothing about one bad file stops a run: files that are too large, binary, not UTF-8, unreadable or
+that do not parse are skipped and counted by reason in :class:`MiningReport`, which also counts
+every function dropped and why.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.data.filters import Deduplicator, code_lines, query_is_name
+from trainer.data.languages import Function, ParseError, extract_functions, language_for_path
+
+__all__ = [
+    "Function",
+    "MiningConfig",
+    "MiningReport",
+    "MiningResult",
+    "Pair",
+    "SkipFile",
+    "SourceTree",
+    "docstring_summary",
+    "extract_functions",
+    "functions_in_tree",
+    "mine",
+    "read_source",
+]
+
+ALWAYS_EXCLUDED = ("__pycache__", "node_modules")  # with every folder whose name starts with "."
+
+# Why a function is dropped. The first group removes its code from the corpus; the second keeps
+# the code as a document but makes no pair of it.
+CODE_DROPS = ("too_long", "short_code", "duplicate", "near_duplicate")
+QUERY_DROPS = ("no_docstring", "short_query", "query_is_name")
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    """What the miner keeps. Every field is part of the stdlib cache key."""
+
+    min_query_words: int = 3  # shorter summaries ("Helper.", "Return x.") say too little to search by
+    min_code_lines: int = 3  # non-blank lines after the docstring is cut: signature-only stubs go
+    max_code_chars: int = (
+        4000  # longer functions are skipped, not truncated: a cut body is not a document anyone would retrieve
+    )
+    max_file_bytes: int = 1_000_000  # larger files are generated or data (e.g. pydoc_data/topics.py)
+    near_duplicate_threshold: float = 0.85  # Jaccard of token 3-shingles; above 1 keeps near duplicates
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """A folder (or one file) to mine, with folder names to leave out at any depth."""
+
+    root: Path
+    exclude_dirs: tuple[str, ...] = ()
+    label: str = ""  # prefix of the paths when several trees are mined together; default: the root's name
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A query and the function it describes."""
+
+    query: str
+    function: Function
+
+    def to_row(self) -> dict:
+        """The training-row form: ``query``, ``positive`` (the code) and the metadata columns."""
+        fn = self.function
+        return {
+            "query": self.query,
+            "positive": fn.code,
+            "path": fn.path,
+            "line": fn.start_line,
+            "name": fn.name,
+            "language": fn.language,
+        }
+
+
+@dataclass
+class MiningReport:
+    """Counts of one mining run.
+
+    Attributes:
+        files: language -> files read and parsed.
+        functions: language -> functions extracted (with or without documentation).
+        documents: language -> functions kept as corpus documents.
+        pairs: language -> (query, code) pairs kept.
+        skipped_files: reason (``too_large``, ``binary``, ``not_utf8``, ``unreadable``,
+            ``parse_error``) -> files.
+        skipped_examples: reason -> the first few paths skipped for it.
+        dropped: reason (:data:`CODE_DROPS`, :data:`QUERY_DROPS`) -> functions.
+        seconds: wall time of the run.
+    """
+
+    files: Counter = field(default_factory=Counter)
+    functions: Counter = field(default_factory=Counter)
+    documents: Counter = field(default_factory=Counter)
+    pairs: Counter = field(default_factory=Counter)
+    skipped_files: Counter = field(default_factory=Counter)
+    skipped_examples: dict[str, list[str]] = field(default_factory=dict)
+    dropped: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def skip(self, reason: str, path: str) -> None:
+        """Count a skipped file, remembering the first few paths per reason for the user to look at."""
+        self.skipped_files[reason] += 1
+        examples = self.skipped_examples.setdefault(reason, [])
+        if len(examples) < 5:
+            examples.append(path)
+
+    def to_dict(self) -> dict:
+        """Plain, sorted dicts for ``report.json``."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = dict(sorted(value.items())) if isinstance(value, dict) else value
+        return out
+
+
+@dataclass
+class MiningResult:
+    """Documents (every kept function), pairs (the documented ones among them), in source order."""
+
+    documents: list[Function]
+    pairs: list[Pair]
+    report: MiningReport
+
+
+class SkipFile(Exception):
+    """A file the miner does not read; ``args[0]`` is the reason counted in the report."""
+
+
+def read_source(path: Path, max_bytes: int) -> str:
+    """The text of a source file.
+
+    Raises:
+        SkipFile: ``too_large``, ``unreadable``, ``binary`` (a NUL byte in the first 8 KiB) or
+            ``not_utf8``.
+    """
+    try:
+        if path.stat().st_size > max_bytes:
+            raise SkipFile("too_large")
+        data = path.read_bytes()
+    except OSError:
+        raise SkipFile("unreadable") from None
+    if b"\x00" in data[:8192]:
+        raise SkipFile("binary")
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError:
+        raise SkipFile("not_utf8") from None
+
+
+def _source_files(tree: SourceTree) -> Iterator[tuple[Path, str, str]]:
+    """(file, path relative to the root, grammar) for each supported file, in sorted order."""
+    root = Path(tree.root)
+    if root.is_file():
+        language = language_for_path(root)
+        if language:
+            yield root, root.name, language
+        return
+    excluded = set(ALWAYS_EXCLUDED) | set(tree.exclude_dirs)
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in excluded and not d.startswith("."))
+        for name in sorted(files):
+            language = language_for_path(name)
+            if language:
+                file = Path(folder, name)
+                yield file, file.relative_to(root).as_posix(), language
+
+
+def functions_in_tree(
+    tree: SourceTree | str | os.PathLike,
+    config: MiningConfig | None = None,
+    report: MiningReport | None = None,
+) -> Iterator[Function]:
+    """Every function of every readable, parseable file of a tree: the unit a code-search index holds.
+
+    Paths are relative to the tree's root. Skipped files are counted in ``report`` when given;
+    only ``config.max_file_bytes`` applies here (no query or code filters).
+    """
+    tree = tree if isinstance(tree, SourceTree) else SourceTree(Path(tree))
+    config = config or MiningConfig()
+    report = report if report is not None else MiningReport()
+    for file, rel, grammar in _source_files(tree):
+        try:
+            functions = extract_functions(rel, read_source(file, config.max_file_bytes), grammar)
+        except SkipFile as skip:
+            report.skip(skip.args[0], rel)
+            continue
+        except ParseError:
+            report.skip("parse_error", rel)
+            continue
+        language = "typescript" if grammar == "tsx" else grammar
+        report.files[language] += 1
+        report.functions[language] += len(functions)
+        yield from functions
+
+
+_SECTION = re.compile(
+    r"(args|arguments|parameters|params|keyword args|keyword arguments|other parameters|returns?|raises|"
+    r"throws|yields?|examples?|notes?|see also|references|attributes|warnings?|todo|usage)\s*:?",
+    re.IGNORECASE,
+)
+_FIELD = re.compile(r"(:\w+|@\w+|\.\. |>>>|```|~~~|#{1,6} )")  # reST fields, JSDoc tags, doctest, markdown
+_UNDERLINE = re.compile(r"[-=~]{3,}")  # numpy-style section headers are underlined
+_INLINE_TAG = re.compile(r"\{@\w+\s+([^}]*)\}")  # Javadoc/JSDoc {@link Foo} -> Foo
+_PARAGRAPH_TAG = re.compile(r"</?p\s*/?>", re.IGNORECASE)
+_HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(\s[^<>]*)?/?>")
+
+
+def docstring_summary(doc: str) -> str:
+    """The query a docstring gives: its first paragraph, on one line.
+
+    The paragraph ends at a blank line, a section header (``Args:``, ``Returns``, numpy-style
+    underlined headers, markdown ``# Examples``), a field or tag line (``:param``, ``@param``,
+    ``.. note::``), a doctest ``>>>`` line or a code fence; everything after is dropped. Javadoc
+    inline tags keep their text and HTML tags go; whitespace is collapsed.
+
+        >>> docstring_summary("Parse a config\\n  file.\\n\\nArgs:\\n    path: where")
+        'Parse a config file.'
+    """
+    doc = _PARAGRAPH_TAG.sub("\n\n", _INLINE_TAG.sub(r"\1", doc))
+    lines = [line.strip() for line in doc.strip().split("\n")]
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        if not line or _SECTION.fullmatch(line) or _FIELD.match(line) or _UNDERLINE.fullmatch(line):
+            break
+        if _UNDERLINE.fullmatch(following):
+            break
+        kept.append(line)
+    return " ".join(_HTML_TAG.sub("", " ".join(kept)).split())
+
+
+def _query_or_drop(fn: Function, config: MiningConfig) -> tuple[str | None, str | None]:
+    """(query, None) for a usable docstring, else (None, reason)."""
+    if not fn.docstring:
+        return None, "no_docstring"
+    query = docstring_summary(fn.docstring)
+    if len(query.split()) < config.min_query_words:
+        return None, "short_query"
+    if query_is_name(query, fn.name):
+        return None, "query_is_name"
+    return query, None
+
+
+def _labelled(trees: Sequence[SourceTree]) -> list[SourceTree]:
+    """One tree keeps paths relative to its root; several get distinct labels to prefix them with."""
+    if len(trees) == 1:
+        return [dataclasses.replace(trees[0], label="")]
+    seen: Counter = Counter()
+    out = []
+    for tree in trees:
+        base = tree.label or Path(tree.root).resolve().name or "root"
+        seen[base] += 1
+        out.append(dataclasses.replace(tree, label=base if seen[base] == 1 else f"{base}-{seen[base]}"))
+    return out
+
+
+def mine(trees: Sequence[SourceTree | str | os.PathLike], config: MiningConfig | None = None) -> MiningResult:
+    """Documents and (query, code) pairs from source trees, deduplicated across all of them.
+
+    Args:
+        trees: folders or files; plain paths are :class:`SourceTree` with no exclusions. With
+            several trees, each path starts with its tree's label (default: the root's name).
+        config: filters; :class:`MiningConfig` defaults when None.
+
+    Returns:
+        A :class:`MiningResult`; documented functions are offered to the deduplicator first, so
+        that of two copies the one that makes a pair survives.
+    """
+    config = config or MiningConfig()
+    start = time.perf_counter()
+    report = MiningReport()
+    candidates: list[tuple[Function, str | None, str | None]] = []  # (function, query, why no query)
+    for tree in _labelled([t if isinstance(t, SourceTree) else SourceTree(Path(t)) for t in trees]):
+        for fn in functions_in_tree(tree, config, report):
+            if tree.label:
+                fn = dataclasses.replace(fn, path=f"{tree.label}/{fn.path}")
+            drop = _code_drop(fn, config)
+            if drop:
+                report.dropped[drop] += 1
+                continue
+            candidates.append((fn, *_query_or_drop(fn, config)))
+    dedup = Deduplicator(config.near_duplicate_threshold)
+    kept = []
+    for index in sorted(range(len(candidates)), key=lambda i: candidates[i][1] is None):
+        fn, _, _ = candidates[index]
+        duplicate = dedup.add(fn.code, fn.name)
+        if duplicate:
+            report.dropped[duplicate] += 1
+        else:
+            kept.append(index)
+    documents, pairs = [], []
+    for index in sorted(kept):
+        fn, query, reason = candidates[index]
+        documents.append(fn)
+        report.documents[fn.language] += 1
+        if query is None:
+            report.dropped[reason] += 1
+        else:
+            pairs.append(Pair(query, fn))
+            report.pairs[fn.language] += 1
+    report.seconds = round(time.perf_counter() - start, 3)
+    return MiningResult(documents, pairs, report)
+
+
+def _code_drop(fn: Function, config: MiningConfig) -> str | None:
+    if len(fn.code) > config.max_code_chars:
+        return "too_long"
+    if code_lines(fn.code) < config.min_code_lines:
+        return "short_code"
+    return None
