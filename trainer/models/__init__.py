@@ -90,5 +90,5 @@ def _from_preset(name: str, preset: str, trust_remote_code: bool, device: str | 
 
 
 def is_asymmetric(model: SentenceTransformer) -> bool:
-    """True when queries and documents take different routes (a :class:`Router` first module)."""
-    return isinstance(model[0], Router)
+    """True when queries and documents take different routes (a :class:`Router` anywhere)."""
+    return any(isinstance(m, Router) for m in model.children())

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from sentence_transformers import SentenceTransformer
 
+from sentence_transformers.base.modules import Router
+
 from trainer.models import is_asymmetric
 
 Kind = Literal["query", "document"]
@@ -14,7 +16,8 @@ Kind = Literal["query", "document"]
 
 def tokenize(model: SentenceTransformer, texts: list[str], kind: Kind, device: torch.device) -> dict:
     """Tokenize with the model's prompt for ``kind`` (e.g. BGE's query instruction) on ``device``."""
-    kwargs = {"task": kind} if is_asymmetric(model) else {}
+    # Only a Router that is the input module routes tokenization by task.
+    kwargs = {"task": kind} if isinstance(model[0], Router) else {}
     features = model.preprocess(texts, prompt=model.prompts.get(kind) or None, **kwargs)
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
 

@@ -1,0 +1,48 @@
+"""Encode once, reuse across runs: embeddings on disk, keyed by the model's weights and the texts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformer
+
+from trainer.retrieval import Kind, encode
+
+
+def cache_root() -> Path:
+    """``$CODETUNE_CACHE`` or ``~/.cache/codetune``, the same root as the mined datasets."""
+    return Path(os.environ.get("CODETUNE_CACHE", Path.home() / ".cache" / "codetune"))
+
+
+def model_fingerprint(model: SentenceTransformer) -> str:
+    """A hash of the weights, prompts and sequence length: what changes the embeddings."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])  # a prefix per tensor is enough
+    h.update(repr((sorted(model.prompts.items()), model.max_seq_length)).encode())
+    return h.hexdigest()[:16]
+
+
+def cached_encode(model: SentenceTransformer, texts: list[str], kind: Kind, batch_size: int = 64) -> tuple[torch.Tensor, bool]:
+    """Embeddings of ``texts`` as ``kind``, from the cache when this model already encoded them.
+
+    Returns:
+        (N, D) float32 on CPU, and whether it came from the cache.
+    """
+    h = hashlib.sha256(f"{model_fingerprint(model)}:{kind}".encode())
+    for text in texts:
+        h.update(hashlib.sha256(text.encode()).digest())
+    path = cache_root() / "embeddings" / f"{h.hexdigest()[:24]}.pt"
+    if path.is_file():
+        return torch.load(path), True
+    # clone(): encode returns inference-mode tensors, which autograd refuses as inputs
+    emb = encode(model, texts, kind, batch_size, show_progress=True).cpu().clone()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(emb, tmp)
+    os.replace(tmp, path)
+    return emb, False
