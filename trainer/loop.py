@@ -249,4 +249,5 @@ class Trainer:
                 if last_saved is None or not last_saved.name.endswith(f"-{step}"):
                     last_saved = save_checkpoint(acc, self.run_dir, step, cfg.keep_checkpoints)
                 raise Preempted(step, last_saved)
+        self.tracker.close_progress()
         return self.steps

@@ -85,8 +85,12 @@ class Tracker:
         if self.bar is not None:
             self.bar.update(1)
 
-    def finish(self) -> None:
+    def close_progress(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+    def finish(self) -> None:
+        self.close_progress()
         if self.wandb:
             self.accelerator.end_training()
