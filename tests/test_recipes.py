@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from sentence_transformers import SentenceTransformer
-
 from train_worker import fixture_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +54,7 @@ def check_run_folder(out: Path, dims=("32", "16")):
 def test_matryoshka_recipe_bert_cls_two_processes(tiny_bert, pairs, tmp_path):
     out = tmp_path / "run"
     proc = run_recipe("matryoshka.py", tiny_bert, "bge", out, pairs, "tracking.wandb=offline", processes=2)
-    result = check_run_folder(out)
+    check_run_folder(out)
     assert "ndcg@10" in proc.stdout and "Δ" in proc.stdout  # the before/after table
     assert (out / "checkpoints" / "latest").read_text() == "step-3"
     final = SentenceTransformer(str(out / "final"))

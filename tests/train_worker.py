@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainer import run  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.data.beir import load_beir  # noqa: E402
-from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.loop import TrainConfig, Trainer  # noqa: E402
+from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.preemption import EXIT_PREEMPTED, Preempted  # noqa: E402
 from trainer.tracking import TrackingConfig  # noqa: E402

@@ -16,8 +16,8 @@ from sentence_transformers import SentenceTransformer
 from trainer import run
 from trainer.data import DataConfig, load_training_data
 from trainer.data.beir import load_beir
-from trainer.losses import MatryoshkaInfoNCE
 from trainer.loop import TrainConfig, Trainer
+from trainer.losses import MatryoshkaInfoNCE
 from trainer.models import load_model
 from trainer.preemption import EXIT_PREEMPTED, Preempted
 from trainer.tracking import TrackingConfig

@@ -171,7 +171,7 @@ def read_source(path: Path, max_bytes: int) -> str:
         raise SkipFile("not_utf8") from None
 
 
-def _source_files(tree: SourceTree) -> Iterator[tuple[Path, str, str]]:
+def source_files(tree: SourceTree) -> Iterator[tuple[Path, str, str]]:
     """(file, path relative to the root, grammar) for each supported file, in sorted order."""
     root = Path(tree.root)
     if root.is_file():
@@ -202,7 +202,7 @@ def functions_in_tree(
     tree = tree if isinstance(tree, SourceTree) else SourceTree(Path(tree))
     config = config or MiningConfig()
     report = report if report is not None else MiningReport()
-    for file, rel, grammar in _source_files(tree):
+    for file, rel, grammar in source_files(tree):
         try:
             functions = extract_functions(rel, read_source(file, config.max_file_bytes), grammar)
         except SkipFile as skip:
@@ -265,7 +265,7 @@ def _query_or_drop(fn: Function, config: MiningConfig) -> tuple[str | None, str 
     return query, None
 
 
-def _labelled(trees: Sequence[SourceTree]) -> list[SourceTree]:
+def labelled_trees(trees: Sequence[SourceTree]) -> list[SourceTree]:
     """One tree keeps paths relative to its root; several get distinct labels to prefix them with."""
     if len(trees) == 1:
         return [dataclasses.replace(trees[0], label="")]
@@ -294,7 +294,7 @@ def mine(trees: Sequence[SourceTree | str | os.PathLike], config: MiningConfig |
     start = time.perf_counter()
     report = MiningReport()
     candidates: list[tuple[Function, str | None, str | None]] = []  # (function, query, why no query)
-    for tree in _labelled([t if isinstance(t, SourceTree) else SourceTree(Path(t)) for t in trees]):
+    for tree in labelled_trees([t if isinstance(t, SourceTree) else SourceTree(Path(t)) for t in trees]):
         for fn in functions_in_tree(tree, config, report):
             if tree.label:
                 fn = dataclasses.replace(fn, path=f"{tree.label}/{fn.path}")

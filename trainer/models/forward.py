@@ -6,7 +6,6 @@ from typing import Literal
 
 import torch
 from sentence_transformers import SentenceTransformer
-
 from sentence_transformers.base.modules import Router
 
 from trainer.models import is_asymmetric
