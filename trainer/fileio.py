@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,3 +42,36 @@ def _umask() -> int:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """:func:`atomic_write_text` of ``obj`` as indented JSON."""
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 file's text; a missing or non-UTF-8 file is a one-line :class:`CodetuneError`."""
+    from trainer.errors import CodetuneError
+
+    path = Path(path)
+    if not path.is_file():
+        raise CodetuneError(f"{path}: file not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise CodetuneError(f"{path}: not UTF-8 text (byte {err.start})") from None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines file.
+
+    Raises:
+        CodetuneError: naming the file and line of a malformed line or one that is not an object.
+    """
+    from trainer.errors import CodetuneError
+
+    for lineno, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CodetuneError(f"{path}:{lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise CodetuneError(f"{path}:{lineno}: expected a JSON object, not {type(record).__name__}")
+        yield lineno, record

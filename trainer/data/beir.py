@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trainer.errors import CodetuneError
-from trainer.fileio import atomic_write_text
+from trainer.fileio import atomic_write_text, iter_jsonl
 
 
 @dataclass
@@ -43,24 +43,12 @@ class BeirData:
 
 
 def _read_jsonl(path: Path, required: tuple[str, ...]) -> list[dict]:
-    if not path.is_file():
-        raise CodetuneError(f"{path}: file not found")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise CodetuneError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise CodetuneError(f"{path}:{lineno}: expected a JSON object")
-            missing = [k for k in required if k not in row]
-            if missing:
-                raise CodetuneError(f"{path}:{lineno}: missing field {missing[0]!r}")
-            row["_lineno"] = lineno
-            rows.append(row)
+    for lineno, row in iter_jsonl(path):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise CodetuneError(f"{path}:{lineno}: missing field {missing[0]!r}")
+        rows.append(row)
     return rows
 
 
@@ -75,7 +63,7 @@ def load_beir(folder: str | os.PathLike, split: str = "test") -> BeirData:
         raise CodetuneError(f"{folder}: BEIR folder not found")
     corpus = {}
     for row in _read_jsonl(folder / "corpus.jsonl", ("_id", "text")):
-        extra = {k: v for k, v in row.items() if k not in ("_id", "_lineno")}
+        extra = {k: v for k, v in row.items() if k != "_id"}
         extra.setdefault("title", "")
         corpus[str(row["_id"])] = extra
     queries = {str(r["_id"]): str(r["text"]) for r in _read_jsonl(folder / "queries.jsonl", ("_id", "text"))}

@@ -33,7 +33,7 @@ import datasets
 
 from trainer.data.beir import load_beir
 from trainer.errors import CodetuneError
-from trainer.fileio import atomic_write_text
+from trainer.fileio import atomic_write_text, iter_jsonl, read_text
 
 ROW_COLUMNS = ("query", "positive", "negatives", "path", "line", "name", "language")
 METADATA_DEFAULTS = {"path": "", "line": 0, "name": "", "language": ""}
@@ -175,23 +175,11 @@ def _metadata(where: str, key: str, value: object, default: object) -> object:
 
 
 def _jsonl_rows(path: Path, columns: _Columns) -> list[dict]:
-    rows = []
-    for lineno, line in enumerate(_read_text(path).split("\n"), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise CodetuneError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(record, dict):
-            raise CodetuneError(f"{where}: expected a JSON object, not {type(record).__name__}")
-        rows.append(columns.row(where, record))
-    return rows
+    return [columns.row(f"{path}:{lineno}", record) for lineno, record in iter_jsonl(path)]
 
 
 def _json_rows(path: Path, columns: _Columns) -> list[dict]:
-    text = _read_text(path)
+    text = read_text(path)
     if not text.lstrip().startswith("["):
         return _jsonl_rows(path, columns)  # many .json files are JSON Lines
     try:
@@ -209,7 +197,7 @@ def _json_rows(path: Path, columns: _Columns) -> list[dict]:
 
 def _csv_rows(path: Path, columns: _Columns) -> list[dict]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""), delimiter=delimiter)
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
     columns.check_header(f"{path}:1", reader.fieldnames or [])
     rows = []
     for record in reader:
@@ -268,7 +256,7 @@ _CDATA = re.compile(r"<!\[CDATA\[(.*?)\]\]>", re.DOTALL)
 
 def _xml_rows(path: Path, columns: _Columns) -> list[dict]:
     """Examples from the XML format; read with patterns, not an XML parser, as code is rarely escaped."""
-    text = _read_text(path)
+    text = read_text(path)
     examples = list(_EXAMPLE.finditer(text))
     if not examples:
         raise CodetuneError(f"{path}: no <example> elements")
@@ -318,13 +306,6 @@ def _snippet_row(where: str, query: str, info: str, body: str) -> dict:
 
 def _looks_like_path(token: str) -> bool:
     return ("/" in token or "." in token.lstrip(".")) and not token.endswith((":", ";", "(", ")", "{"))
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise CodetuneError(f"{path}: not UTF-8 text (byte {err.start})") from None
 
 
 _READERS = {
