@@ -122,3 +122,12 @@ def test_existing_run_is_not_overwritten(tiny_bert, tmp_path):
     proc = launch(tiny_bert, out, "train.max_steps=1", check=False)
     assert proc.returncode != 0 and "already holds a run" in proc.stderr
     assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    proc = launch(tiny_bert, out, "train.batch_size=8", "train.max_steps=5", "train.checkpoint_every=2", "poison_step=3", check=False)
+    assert proc.returncode != 0
+    assert "loss is nan at step 3" in proc.stderr and "checkpoints/step-2" in proc.stderr
+    assert (out / "checkpoints" / "latest").read_text() == "step-2"
+    assert [r["step"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())] == [1, 2]

@@ -33,6 +33,7 @@ class WorkerConfig:
     preset: str = "bge"
     dims: list[int] = field(default_factory=lambda: [32, 16])
     gather: bool = True
+    poison_step: int = 0  # >0: the loss turns NaN on this step, to test the divergence guard
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(wandb="disabled"))
 
@@ -47,6 +48,18 @@ def fixture_rows(with_negatives: int = 0) -> list[dict]:
     return rows
 
 
+def poisoned(loss_fn, call: int):
+    """``loss_fn`` whose ``call``-th result is NaN."""
+    calls = [0]
+
+    def wrapped(*args):
+        calls[0] += 1
+        loss, per_dim = loss_fn(*args)
+        return (loss * float("nan"), per_dim) if calls[0] == call else (loss, per_dim)
+
+    return wrapped
+
+
 def main() -> None:  # noqa: D103
     model_dir = sys.argv[1]
     cfg = load_config(WorkerConfig, sys.argv[2:])
@@ -54,6 +67,8 @@ def main() -> None:  # noqa: D103
     run_dir, resume_from, tracker = run.start(cfg, "worker", acc)
     model = load_model(model_dir, cfg.preset, device=str(acc.device))
     loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather)
+    if cfg.poison_step:
+        loss_fn = poisoned(loss_fn, cfg.poison_step * cfg.train.gradient_accumulation_steps)
     trainer = Trainer(model, fixture_rows(cfg.train.hard_negatives), loss_fn, cfg.train, acc, run_dir, tracker)
     try:
         trainer.fit(resume_from)
