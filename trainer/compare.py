@@ -53,6 +53,8 @@ def plot(methods: dict[str, dict], path: Path) -> None:
         dims = sorted(metrics, key=int)
         ax.plot([int(d) for d in dims], [100 * metrics[d]["ndcg@10"] for d in dims], marker="o", label=name)
     ax.set_xscale("log", base=2)
+    ticks = sorted({int(d) for metrics in methods.values() for d in metrics})
+    ax.set_xticks(ticks, [str(t) for t in ticks])  # 64, 128, ... rather than 2^6
     ax.set_xlabel("embedding dimension")
     ax.set_ylabel("NDCG@10 (held-out code)")
     ax.grid(alpha=0.3)
