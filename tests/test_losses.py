@@ -63,3 +63,17 @@ def test_training_forward_matches_encode(tiny_bert):
         with torch.no_grad():
             ours = embed(model, tokenize(model, texts, kind, model.device), kind)
         torch.testing.assert_close(ours, encode(texts, convert_to_tensor=True), atol=1e-5, rtol=1e-5)
+
+
+def test_fill_negatives_tops_up_without_the_positive():
+    from trainer.errors import CodetuneError
+    from trainer.loop import fill_negatives
+
+    rows = [{"query": f"q{i}", "positive": f"p{i}", "negatives": ["n"] * (i % 3)} for i in range(10)]
+    out, filled = fill_negatives(rows, 2, seed=0)
+    assert all(len(r["negatives"]) == 2 for r in out)
+    assert all(r["positive"] not in r["negatives"] for r in out)
+    assert filled == sum(max(0, 2 - i % 3) for i in range(10))
+    assert out[2]["negatives"] == ["n", "n"]  # rows that had enough keep their own
+    with pytest.raises(CodetuneError, match="distinct documents"):
+        fill_negatives(rows[:2], 2, seed=0)

@@ -40,7 +40,7 @@ class TrainConfig:
     batch_size: int = 32  # contrastive batch per process; more negatives per query, more memory
     gradient_accumulation_steps: int = 1  # batches per optimizer step (each batch its own negatives)
     grad_cache_chunk: int = 0  # >0: GradCache, memory of this many rows while the batch stays batch_size
-    hard_negatives: int | None = None  # per query, from the data's `negatives`; None: as many as every row has
+    hard_negatives: int | None = None  # per query, from the data's `negatives`; None: the most any row has (short rows topped up at random)
     lr: float = 5.0e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -84,6 +84,34 @@ def _batches(keys, lengths, global_batch: int, seed: int) -> Iterator[list[int]]
         epoch += 1
 
 
+def fill_negatives(rows: list[dict], h: int, seed: int) -> tuple[list[dict], int]:
+    """Give every row exactly ``h`` negatives, topping up short rows with random other positives.
+
+    Every process must contribute the same number of documents to the gathered pool, and
+    dropping rows whose mining window ran dry would waste their pairs; a random document is
+    the in-batch kind of negative, so it is a safe filler.
+
+    Returns:
+        The rows (new dicts) and how many negatives were filled in.
+    """
+    import random
+
+    pool = list(dict.fromkeys(r["positive"] for r in rows))
+    if len(pool) <= h:
+        raise CodetuneError(f"train.hard_negatives={h}: needs more than {h} distinct documents, found {len(pool)}")
+    rng = random.Random(seed)
+    out, filled = [], 0
+    for row in rows:
+        negs = list(row.get("negatives") or [])[:h]
+        while len(negs) < h:
+            other = pool[rng.randrange(len(pool))]
+            if other != row["positive"] and other not in negs:
+                negs.append(other)
+                filled += 1
+        out.append({**row, "negatives": negs})
+    return out, filled
+
+
 def total_steps(cfg: TrainConfig, n_rows: int, world: int) -> int:
     """Optimizer steps of the run: ``max_steps``, or ``epochs`` worth of full batches."""
     if cfg.max_steps > 0:
@@ -106,16 +134,11 @@ class Trainer:
         tracker: Tracker,
     ):
         if cfg.hard_negatives is None:
-            counts = [len(r.get("negatives") or []) for r in rows]
-            cfg = replace(cfg, hard_negatives=min(counts, default=0))
-        h = cfg.hard_negatives
-        if h > 0:
-            kept = [r for r in rows if len(r.get("negatives") or []) >= h]
-            if not kept:
-                raise CodetuneError(f"train.hard_negatives={h}: no training row has {h} negatives (mine them first)")
-            if len(kept) < len(rows):
-                accelerator.print(f"train.hard_negatives={h}: using {len(kept)} of {len(rows)} rows that have enough")
-            rows = kept
+            cfg = replace(cfg, hard_negatives=max((len(r.get("negatives") or []) for r in rows), default=0))
+        if cfg.hard_negatives > 0:
+            rows, filled = fill_negatives(rows, cfg.hard_negatives, cfg.seed)
+            if filled:
+                accelerator.print(f"train.hard_negatives={cfg.hard_negatives}: {filled} missing ones filled with random documents")
         self.rows, self.cfg, self.accelerator, self.run_dir, self.tracker = rows, cfg, accelerator, run_dir, tracker
         self.module = model
         self.loss_fn = loss_fn
