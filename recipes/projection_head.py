@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from trainer import run  # noqa: E402
 from trainer.config import load_config  # noqa: E402
-from trainer.data import DataConfig, load_training_data  # noqa: E402
+from trainer.data import load_training_data  # noqa: E402
 from trainer.data.beir import load_beir  # noqa: E402
 from trainer.data.sampler import text_keys  # noqa: E402
 from trainer.embedding_cache import cached_encode  # noqa: E402
@@ -29,7 +29,6 @@ from trainer.errors import CodetuneError, cli_main  # noqa: E402
 from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.models.projection import QueryHead, fit_query_head, with_query_head  # noqa: E402
-from trainer.tracking import TrackingConfig  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "projection_head.yaml"
 
@@ -45,16 +44,8 @@ class HeadSettings:
 
 
 @dataclass
-class ProjectionHeadConfig:
-    output_dir: str | None = None  # run folder; default runs/projection_head-<time>
-    overwrite: bool = False  # replace an existing output_dir
-    model: run.ModelConfig = field(default_factory=run.ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: run.LossConfig = field(default_factory=run.LossConfig)
+class ProjectionHeadConfig(run.RunConfig):
     head: HeadSettings = field(default_factory=HeadSettings)
-    eval: run.EvalConfig = field(default_factory=run.EvalConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    resume_from_checkpoint: str | None = None  # unused: training takes seconds; kept for a uniform CLI
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,27 +14,18 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from trainer import run
-from trainer.data import DataConfig, load_training_data
+from trainer.data import load_training_data
 from trainer.data.beir import load_beir
 from trainer.loop import TrainConfig, Trainer
 from trainer.losses import MatryoshkaInfoNCE
 from trainer.models import load_model
 from trainer.preemption import EXIT_PREEMPTED, Preempted
-from trainer.tracking import TrackingConfig
 
 
 @dataclass
-class FineTuneConfig:
-    output_dir: str | None = None  # run folder; default runs/<recipe>-<time>
-    overwrite: bool = False  # replace an existing output_dir
-    resume_from_checkpoint: str | None = None  # latest | auto | a checkpoint folder
+class FineTuneConfig(run.RunConfig):
     mixed_precision: str | None = None  # no | fp16 | bf16; None: as accelerate launch says
-    model: run.ModelConfig = field(default_factory=run.ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: run.LossConfig = field(default_factory=run.LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    eval: run.EvalConfig = field(default_factory=run.EvalConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 Adapt = Callable[[SentenceTransformer], None]

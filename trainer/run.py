@@ -18,6 +18,7 @@ from sentence_transformers import SentenceTransformer
 
 from trainer.checkpoint import export_model, resolve_resume
 from trainer.config import save_config, to_dict
+from trainer.data import DataConfig
 from trainer.data.beir import BeirData
 from trainer.errors import CodetuneError
 from trainer.evaluator import default_dims, evaluate, resolve_dims
@@ -46,6 +47,20 @@ class LossConfig:
 class EvalConfig:
     batch_size: int = 64
     dims: list[int] = field(default_factory=list)  # empty: the loss's Matryoshka dims
+
+
+@dataclass
+class RunConfig:
+    """What every recipe has: where the run goes, the model, the data, the loss, evaluation, tracking."""
+
+    output_dir: str | None = None  # run folder; default runs/<recipe>-<time>
+    overwrite: bool = False  # replace an existing output_dir
+    resume_from_checkpoint: str | None = None  # latest | auto | a checkpoint folder
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def prepare_run_dir(output_dir: str | None, recipe: str, resume: str | None, overwrite: bool, acc: Accelerator) -> Path:
