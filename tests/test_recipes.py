@@ -102,3 +102,17 @@ def test_bad_override_is_one_line(tiny_bert, pairs, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 2 and "override train.lr: expected a number, got 'fast'" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_with_grad_cache(precision, tiny_roberta, pairs, tmp_path):
+    out = tmp_path / "run"
+    run_recipe(
+        "matryoshka.py", tiny_roberta, "codebert", out, pairs, "tracking.wandb=disabled",
+        f"mixed_precision={precision}", "train.grad_cache_chunk=3", "train.hard_negatives=0",
+    )
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 6 and all(0 < v < 100 for v in losses)
+    check_run_folder(out)
