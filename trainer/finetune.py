@@ -58,8 +58,8 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         tracker.log_examples(rows[:16])
 
     # Evaluate the base model, adapt it, train, evaluate again.
-    before = run.evaluate_main(model, eval_data, eval_dims, cfg.eval, acc)
-    if before:
+    before = run.evaluate_base(model, eval_data, eval_dims, cfg.eval, acc, run_dir)
+    if before and resume_from is None:
         run.log_eval(tracker, before, 0, "before")
     if adapt is not None:
         adapt(model)

@@ -5,6 +5,7 @@ Recipes call these few functions in order; rank-zero work happens only here, at 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -127,6 +128,19 @@ def evaluate_main(
     if acc.is_main_process and data is not None:
         result = evaluate(model, data, dims, batch_size=cfg.batch_size)
     acc.wait_for_everyone()
+    return result
+
+
+def evaluate_base(
+    model: SentenceTransformer, data: BeirData | None, dims: list[int], cfg: EvalConfig, acc: Accelerator, run_dir: Path
+) -> dict | None:
+    """:func:`evaluate_main` of the base model, kept in ``run_dir`` so a resumed run does not redo it."""
+    path = run_dir / "eval_before.json"
+    if path.is_file():
+        return json.loads(path.read_text()) if acc.is_main_process else None
+    result = evaluate_main(model, data, dims, cfg, acc)
+    if result is not None:
+        atomic_write_json(path, result)
     return result
 
 
