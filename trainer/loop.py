@@ -43,6 +43,7 @@ class TrainConfig:
     hard_negatives: int | None = None  # per query, from the data's `negatives`; None: the most any row has (short rows topped up at random)
     lr: float = 5.0e-5
     weight_decay: float = 0.01
+    adam_eps: float = 1.0e-8  # AdamW's epsilon; larger damps updates of parameters with near-zero gradients
     warmup_ratio: float = 0.1
     epochs: float = 1.0
     max_steps: int = -1  # >0 overrides epochs
@@ -145,7 +146,7 @@ class Trainer:
         self.world = accelerator.num_processes
         self.steps = total_steps(cfg, len(rows), self.world)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
         # Not passed to prepare(): accelerate would step a prepared scheduler once per process.
         self.scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.steps), self.steps)
         self.model, self.optimizer = accelerator.prepare(PairEncoder(model), optimizer)
