@@ -163,8 +163,7 @@ def build_index(
     """
     import numpy as np
 
-    from trainer.data.languages import ParseError, extract_functions
-    from trainer.data.mining import MiningConfig, SkipFile, SourceTree, labelled_trees, read_source, source_files
+    from trainer.data.mining import MiningReport, SourceTree, labelled_trees, parsed_files
     from trainer.retrieval import encode, normalize_truncate
 
     out = Path(out)
@@ -189,21 +188,13 @@ def build_index(
                 old.setdefault((snippet.path, snippet.file_hash), []).append((snippet, row))
 
     stats = IndexStats()
+    report = MiningReport()
     trees = labelled_trees([SourceTree(Path(s), tuple(exclude_dirs)) for s in sources])
     snippets: list[Snippet] = []
     rows: list[np.ndarray | None] = []  # None: to encode
     for tree in trees:
-        for file, rel, grammar in source_files(tree):
+        for rel, text, functions in parsed_files(tree, report=report):
             path = f"{tree.label}/{rel}" if tree.label else rel
-            try:
-                text = read_source(file, MiningConfig().max_file_bytes)
-                functions = extract_functions(path, text, grammar)
-            except SkipFile as skip:
-                stats.skipped_files[skip.args[0]] += 1
-                continue
-            except ParseError:
-                stats.skipped_files["parse_error"] += 1
-                continue
             stats.files += 1
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
             kept = old.get((path, digest))
@@ -213,10 +204,9 @@ def build_index(
                 stats.reused += len(kept)
                 continue
             for fn in functions:
-                snippets.append(
-                    Snippet("", fn.path, fn.start_line, fn.end_line, fn.name, fn.language, fn.code, digest)
-                )
+                snippets.append(Snippet("", path, fn.start_line, fn.end_line, fn.name, fn.language, fn.code, digest))
                 rows.append(None)
+    stats.skipped_files = report.skipped_files
     snippets = _with_ids(snippets)
     todo = [i for i, r in enumerate(rows) if r is None]
     stats.encoded, stats.snippets = len(todo), len(snippets)

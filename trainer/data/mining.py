@@ -171,7 +171,7 @@ def read_source(path: Path, max_bytes: int) -> str:
         raise SkipFile("not_utf8") from None
 
 
-def source_files(tree: SourceTree) -> Iterator[tuple[Path, str, str]]:
+def _source_files(tree: SourceTree) -> Iterator[tuple[Path, str, str]]:
     """(file, path relative to the root, grammar) for each supported file, in sorted order."""
     root = Path(tree.root)
     if root.is_file():
@@ -189,22 +189,23 @@ def source_files(tree: SourceTree) -> Iterator[tuple[Path, str, str]]:
                 yield file, file.relative_to(root).as_posix(), language
 
 
-def functions_in_tree(
+def parsed_files(
     tree: SourceTree | str | os.PathLike,
     config: MiningConfig | None = None,
     report: MiningReport | None = None,
-) -> Iterator[Function]:
-    """Every function of every readable, parseable file of a tree: the unit a code-search index holds.
+) -> Iterator[tuple[str, str, list[Function]]]:
+    """(path relative to the root, text, every function) of each readable, parseable file of a tree.
 
-    Paths are relative to the tree's root. Skipped files are counted in ``report`` when given;
-    only ``config.max_file_bytes`` applies here (no query or code filters).
+    Skipped files are counted in ``report`` when given; only ``config.max_file_bytes`` applies
+    here (no query or code filters). The text is there for callers that hash files.
     """
     tree = tree if isinstance(tree, SourceTree) else SourceTree(Path(tree))
     config = config or MiningConfig()
     report = report if report is not None else MiningReport()
-    for file, rel, grammar in source_files(tree):
+    for file, rel, grammar in _source_files(tree):
         try:
-            functions = extract_functions(rel, read_source(file, config.max_file_bytes), grammar)
+            text = read_source(file, config.max_file_bytes)
+            functions = extract_functions(rel, text, grammar)
         except SkipFile as skip:
             report.skip(skip.args[0], rel)
             continue
@@ -214,6 +215,16 @@ def functions_in_tree(
         language = "typescript" if grammar == "tsx" else grammar
         report.files[language] += 1
         report.functions[language] += len(functions)
+        yield rel, text, functions
+
+
+def functions_in_tree(
+    tree: SourceTree | str | os.PathLike,
+    config: MiningConfig | None = None,
+    report: MiningReport | None = None,
+) -> Iterator[Function]:
+    """Every function of every readable, parseable file of a tree (see :func:`parsed_files`)."""
+    for _, _, functions in parsed_files(tree, config, report):
         yield from functions
 
 
