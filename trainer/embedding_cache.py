@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 
 import torch
 from sentence_transformers import SentenceTransformer
 
+from trainer.data.stdlib import cache_root
 from trainer.retrieval import Kind, encode
-
-
-def cache_root() -> Path:
-    """``$CODETUNE_CACHE`` or ``~/.cache/codetune``, the same root as the mined datasets."""
-    return Path(os.environ.get("CODETUNE_CACHE", Path.home() / ".cache" / "codetune"))
 
 
 def model_fingerprint(model: SentenceTransformer) -> str:
