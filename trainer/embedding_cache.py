@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
 import torch
 from sentence_transformers import SentenceTransformer
 
 from trainer.data.stdlib import cache_root
+from trainer.fileio import atomic_write_with
 from trainer.retrieval import Kind, encode
 
 
@@ -36,8 +36,5 @@ def cached_encode(model: SentenceTransformer, texts: list[str], kind: Kind, batc
         return torch.load(path), True
     # clone(): encode returns inference-mode tensors, which autograd refuses as inputs
     emb = encode(model, texts, kind, batch_size, show_progress=True).cpu().clone()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(emb, tmp)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda f: torch.save(emb, f))
     return emb, False
