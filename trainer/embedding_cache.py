@@ -17,7 +17,7 @@ def model_fingerprint(model: SentenceTransformer) -> str:
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         h.update(name.encode())
-        h.update(tensor.detach().float().cpu().numpy().tobytes()[:4096])  # a prefix per tensor is enough
+        h.update(tensor.detach().flatten()[:1024].float().cpu().numpy().tobytes())  # a prefix per tensor is enough
     h.update(repr((sorted(model.prompts.items()), model.max_seq_length)).encode())
     return h.hexdigest()[:16]
 
