@@ -51,42 +51,43 @@ class ProjectionHeadConfig(run.RunConfig):
 def main(argv: list[str] | None = None) -> int:
     cfg = load_config(ProjectionHeadConfig, argv, DEFAULT_CONFIG)
 
-    # Setup: one process (the head trains in seconds), run folder, frozen encoder, data.
+    # Setup: one process (the head trains in seconds), the frozen encoder, then the run folder and data.
     acc = run.make_accelerator(None, cfg.tracking, cfg.head.seed)
     if acc.num_processes > 1:
         raise CodetuneError("projection_head: runs in one process; launch it without --num_processes")
-    run_dir, _, tracker = run.start(cfg, "projection_head", acc)
     m = cfg.model
     base = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device)).eval()
     dims = run.matryoshka_dims(cfg.loss, base)
-    data = load_training_data(cfg.data, run_dir, model=base)
-    eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
-    rows = data.train.to_list()
+    with run.run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
+        _, tracker = run.start(cfg, run_dir, acc)
+        data = load_training_data(cfg.data, run_dir, model=base)
+        eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
+        rows = data.train.to_list()
 
-    # Encode once (cached across runs), then train the head on the cached embeddings.
-    before = run.evaluate_main(base, eval_data, cfg.eval.dims or dims, cfg.eval, acc)
-    queries, hit_q = cached_encode(base, [r["query"] for r in rows], "query", cfg.eval.batch_size)  # (N, D)
-    positives, hit_p = cached_encode(base, [r["positive"] for r in rows], "document", cfg.eval.batch_size)  # (N, D)
-    print(f"embeddings: {'from cache' if hit_q and hit_p else 'encoded and cached'}")
-    head = QueryHead(queries.shape[1], cfg.head.rank)
-    loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)
-    h = cfg.head
-    t0 = time.perf_counter()
-    curve = fit_query_head(head, queries, positives, text_keys(rows, 0), loss_fn, h.epochs, h.batch_size, h.lr, h.weight_decay, h.seed)
-    seconds = time.perf_counter() - t0
-    print(f"head trained in {seconds:.1f} s: loss {curve[0]:.4f} -> {curve[-1]:.4f} over {h.epochs} epochs")
-    for epoch, loss in enumerate(curve, 1):
-        tracker.log({"loss": loss, "head_train_seconds": seconds}, epoch)
+        # Encode once (cached across runs), then train the head on the cached embeddings.
+        before = run.evaluate_main(base, eval_data, cfg.eval.dims or dims, cfg.eval, acc)
+        queries, hit_q = cached_encode(base, [r["query"] for r in rows], "query", cfg.eval.batch_size)  # (N, D)
+        positives, hit_p = cached_encode(base, [r["positive"] for r in rows], "document", cfg.eval.batch_size)  # (N, D)
+        print(f"embeddings: {'from cache' if hit_q and hit_p else 'encoded and cached'}")
+        head = QueryHead(queries.shape[1], cfg.head.rank)
+        loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)
+        h = cfg.head
+        t0 = time.perf_counter()
+        curve = fit_query_head(head, queries, positives, text_keys(rows, 0), loss_fn, h.epochs, h.batch_size, h.lr, h.weight_decay, h.seed)
+        seconds = time.perf_counter() - t0
+        print(f"head trained in {seconds:.1f} s: loss {curve[0]:.4f} -> {curve[-1]:.4f} over {h.epochs} epochs")
+        for epoch, loss in enumerate(curve, 1):
+            tracker.log({"loss": loss, "head_train_seconds": seconds}, epoch)
 
-    # Evaluate the exported model (its Router routes queries through the head), save.
-    model = with_query_head(base, head)
-    after = run.evaluate_main(model, eval_data, cfg.eval.dims or dims, cfg.eval, acc)
-    for tag, metrics in (("before", before), ("after", after)):
-        if metrics:
-            run.log_eval(tracker, metrics, 0 if tag == "before" else h.epochs, tag)
-    meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
-    run.finish(model, run_dir, before, after, meta, acc, title=f"projection head on {m.name}: held-out code retrieval")
-    tracker.finish()
+        # Evaluate the exported model (its Router routes queries through the head), save.
+        model = with_query_head(base, head)
+        after = run.evaluate_main(model, eval_data, cfg.eval.dims or dims, cfg.eval, acc)
+        for tag, metrics in (("before", before), ("after", after)):
+            if metrics:
+                run.log_eval(tracker, metrics, 0 if tag == "before" else h.epochs, tag)
+        meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
+        run.finish(model, run_dir, before, after, meta, acc, title=f"projection head on {m.name}: held-out code retrieval")
+        tracker.finish()
     return 0
 
 

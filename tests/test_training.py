@@ -126,8 +126,12 @@ def test_existing_run_is_not_overwritten(tiny_bert, tmp_path):
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     proc = launch(tiny_bert, out, "train.max_steps=1", check=False)
-    assert proc.returncode != 0 and "already holds a run" in proc.stderr
+    assert proc.returncode != 0 and "holds files that are not a codetune run" in proc.stderr
     assert (out / "precious.txt").read_text() == "keep me"
+    run = tmp_path / "finished"
+    launch(tiny_bert, run, "train.max_steps=2", "train.checkpoint_every=1")
+    proc = launch(tiny_bert, run, "train.max_steps=2", check=False)
+    assert proc.returncode != 0 and "already holds a run" in proc.stderr
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_bert, tmp_path):

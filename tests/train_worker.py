@@ -64,19 +64,20 @@ def main() -> None:  # noqa: D103
     model_dir = sys.argv[1]
     cfg = load_config(WorkerConfig, sys.argv[2:])
     acc = run.make_accelerator(None, cfg.tracking, cfg.train.seed)
-    run_dir, resume_from, tracker = run.start(cfg, "worker", acc)
-    model = load_model(model_dir, cfg.preset, device=str(acc.device))
-    loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather)
-    if cfg.poison_step:
-        loss_fn = poisoned(loss_fn, cfg.poison_step * cfg.train.gradient_accumulation_steps)
-    trainer = Trainer(model, fixture_rows(cfg.train.hard_negatives), loss_fn, cfg.train, acc, run_dir, tracker)
-    try:
-        trainer.fit(resume_from)
-    except Preempted:
-        sys.exit(EXIT_PREEMPTED)
-    if acc.is_main_process:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run_dir / "weights.pt")
-    acc.wait_for_everyone()
+    with run.run_folder(cfg.output_dir, "worker", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
+        resume_from, tracker = run.start(cfg, run_dir, acc)
+        model = load_model(model_dir, cfg.preset, device=str(acc.device))
+        loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather)
+        if cfg.poison_step:
+            loss_fn = poisoned(loss_fn, cfg.poison_step * cfg.train.gradient_accumulation_steps)
+        trainer = Trainer(model, fixture_rows(cfg.train.hard_negatives), loss_fn, cfg.train, acc, run_dir, tracker)
+        try:
+            trainer.fit(resume_from)
+        except Preempted:
+            sys.exit(EXIT_PREEMPTED)
+        if acc.is_main_process:
+            torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, run_dir / "weights.pt")
+        acc.wait_for_everyone()
 
 
 if __name__ == "__main__":

@@ -3,12 +3,22 @@
 A checkpoint is written under a temporary name and renamed into place only when complete; the
 ``latest`` pointer is replaced atomically afterwards. A kill at any moment leaves the previous good
 checkpoint and pointer untouched.
+
+Nothing in a checkpoint is unpickled with code execution allowed: weights, optimizer and RNG
+states go through accelerate's ``weights_only`` loading, and the loop's own state (step, scheduler)
+is JSON in ``trainer_state.json``. accelerate's ``register_for_checkpointing`` is not used, because
+it loads ``custom_checkpoint_*.pkl`` with ``weights_only=False``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -23,8 +33,12 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep: int = 2) -> Path:
-    """Save model, optimizer, scheduler and RNG states of every process at ``step``; a collective call.
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep: int = 2, state: dict | None = None) -> Path:
+    """Save model, optimizer and RNG states of every process at ``step``; a collective call.
+
+    Args:
+        state: JSON-serialisable loop state (e.g. the LR scheduler's ``state_dict()``), given back
+            by :func:`load_checkpoint`.
 
     Returns:
         The checkpoint folder ``run_dir/checkpoints/step-<step>``.
@@ -39,7 +53,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep: in
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({"step": step}))
+        (tmp / STATE_FILE).write_text(json.dumps({**(state or {}), "step": step}))
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         atomic_write_text(root / "latest", final.name)
@@ -82,10 +96,57 @@ def resolve_resume(run_dir: Path, spec: str | None) -> Path | None:
     return path
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path) -> int:
-    """Restore every registered state from ``path``; returns the step it was saved at."""
-    accelerator.load_state(str(path))
-    return int(json.loads((path / STATE_FILE).read_text())["step"])
+def load_checkpoint(accelerator: Accelerator, path: Path) -> dict:
+    """Restore model, optimizer and RNG states from ``path``; returns its ``trainer_state.json`` (with ``step``).
+
+    Raises:
+        CodetuneError: a file in the checkpoint holds objects other than tensors and plain data
+            (a pickle that would run code is refused, not loaded).
+    """
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        with _without_custom_pickles(path) as folder:
+            accelerator.load_state(str(folder))
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[0][:200]
+        raise CodetuneError(f"resume_from_checkpoint={path}: refused to load a file that is not plain tensors ({reason})") from None
+    except (ValueError, KeyError) as err:
+        raise CodetuneError(f"resume_from_checkpoint={path}: unreadable checkpoint ({err})") from None
+    return state
+
+
+@contextmanager
+def _without_custom_pickles(path: Path) -> Iterator[Path]:
+    """``path``, or a hard-linked view of it without ``custom_checkpoint_*.pkl``.
+
+    accelerate loads those with ``weights_only=False`` (code runs) and refuses a folder that has
+    more of them than registered objects. codetune 0.1 kept the scheduler there; now it is JSON,
+    so the pickles of an old (or a planted) checkpoint are left unread, and the folder unchanged.
+    """
+    pickles = list(path.glob("custom_checkpoint_*.pkl"))
+    if not pickles:
+        yield path
+        return
+    view = Path(tempfile.mkdtemp(prefix=".load-", dir=path.parent))
+    try:
+        for item in path.iterdir():
+            if item not in pickles:
+                _link_tree(item, view / item.name)
+        yield view
+    finally:
+        shutil.rmtree(view, ignore_errors=True)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    if src.is_dir():
+        dst.mkdir()
+        for item in src.iterdir():
+            _link_tree(item, dst / item.name)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed: a copy reads the same
+        shutil.copy2(src, dst)
 
 
 def export_model(model, folder: Path) -> None:

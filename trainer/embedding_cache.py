@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 
 import torch
 from sentence_transformers import SentenceTransformer
@@ -33,7 +34,10 @@ def cached_encode(model: SentenceTransformer, texts: list[str], kind: Kind, batc
         h.update(hashlib.sha256(text.encode()).digest())
     path = cache_root() / "embeddings" / f"{h.hexdigest()[:24]}.pt"
     if path.is_file():
-        return torch.load(path), True
+        try:
+            return torch.load(path, weights_only=True), True  # a tensor file: never run pickled code
+        except (pickle.UnpicklingError, RuntimeError, EOFError):
+            print(f"embedding cache {path}: not a plain tensor file; encoding again")
     # clone(): encode returns inference-mode tensors, which autograd refuses as inputs
     emb = encode(model, texts, kind, batch_size, show_progress=True).cpu().clone()
     atomic_write_with(path, lambda f: torch.save(emb, f))

@@ -42,41 +42,42 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         export: given the trained model and run folder, returns the model to save as ``final/``
             (e.g. with LoRA merged), after saving anything else it wants there.
     """
-    # Setup: accelerator, run folder, model, data, loss.
+    # Setup: accelerator and model first, so that a bad name fails before any folder is touched.
     acc = run.make_accelerator(cfg.mixed_precision, cfg.tracking, cfg.train.seed)
-    run_dir, resume_from, tracker = run.start(cfg, recipe, acc)
     m = cfg.model
     model = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device))
     dims = run.matryoshka_dims(cfg.loss, model)
     eval_dims = cfg.eval.dims or dims
-    with acc.main_process_first():  # rank 0 mines and caches; the others read the cache
-        data = load_training_data(cfg.data, run_dir, model=model)
-    eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
-    rows = data.train.to_list()
-    loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices)
-    if cfg.tracking.log_examples:
-        tracker.log_examples(rows[:16])
+    with run.run_folder(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
+        resume_from, tracker = run.start(cfg, run_dir, acc)
+        with acc.main_process_first():  # rank 0 mines and caches; the others read the cache
+            data = load_training_data(cfg.data, run_dir, model=model)
+        eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
+        rows = data.train.to_list()
+        loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices)
+        if cfg.tracking.log_examples:
+            tracker.log_examples(rows[:16])
 
-    # Evaluate the base model, adapt it, train, evaluate again.
-    before = run.evaluate_base(model, eval_data, eval_dims, cfg.eval, acc, run_dir)
-    if before and resume_from is None:
-        run.log_eval(tracker, before, 0, "before")
-    if adapt is not None:
-        adapt(model)
-    trainer = Trainer(model, rows, loss_fn, cfg.train, acc, run_dir, tracker)
-    try:
-        steps = trainer.fit(resume_from)
-    except Preempted as stop:
-        acc.print(str(stop))
+        # Evaluate the base model, adapt it, train, evaluate again.
+        before = run.evaluate_base(model, eval_data, eval_dims, cfg.eval, acc, run_dir)
+        if before and resume_from is None:
+            run.log_eval(tracker, before, 0, "before")
+        if adapt is not None:
+            adapt(model)
+        trainer = Trainer(model, rows, loss_fn, cfg.train, acc, run_dir, tracker)
+        try:
+            steps = trainer.fit(resume_from)
+        except Preempted as stop:
+            acc.print(str(stop))
+            tracker.finish()
+            return EXIT_PREEMPTED
+        after = run.evaluate_main(model, eval_data, eval_dims, cfg.eval, acc)
+        if after:
+            run.log_eval(tracker, after, steps, "after")
+
+        # Save: eval.json, the before/after table, run_dir/final.
+        final_model = export(model, run_dir) if export is not None and acc.is_main_process else model
+        meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
+        run.finish(final_model, run_dir, before, after, meta, acc, title=f"{recipe} {m.name}: held-out code retrieval")
         tracker.finish()
-        return EXIT_PREEMPTED
-    after = run.evaluate_main(model, eval_data, eval_dims, cfg.eval, acc)
-    if after:
-        run.log_eval(tracker, after, steps, "after")
-
-    # Save: eval.json, the before/after table, run_dir/final.
-    final_model = export(model, run_dir) if export is not None and acc.is_main_process else model
-    meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
-    run.finish(final_model, run_dir, before, after, meta, acc, title=f"{recipe} {m.name}: held-out code retrieval")
-    tracker.finish()
     return 0

@@ -150,7 +150,6 @@ class Trainer:
         # Not passed to prepare(): accelerate would step a prepared scheduler once per process.
         self.scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.steps), self.steps)
         self.model, self.optimizer = accelerator.prepare(PairEncoder(model), optimizer)
-        accelerator.register_for_checkpointing(self.scheduler)
         self.params = params
         self.stop = StopRequest()
 
@@ -210,6 +209,22 @@ class Trainer:
                 self.accelerator.backward((e.float() * grad).sum() * scale)
         return loss.detach(), per_dim, tokens
 
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _save(self, step: int) -> Path:
+        state = {"scheduler": self.scheduler.state_dict()}  # a few numbers: JSON, never a pickle
+        return save_checkpoint(self.accelerator, self.run_dir, step, self.cfg.keep_checkpoints, state)
+
+    def _resume(self, path: Path) -> int:
+        state = load_checkpoint(self.accelerator, path)
+        step = int(state["step"])
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        else:  # checkpoints of codetune 0.1 kept it in a pickle, which is not loaded: the schedule is a function of the step
+            for _ in range(step):
+                self.scheduler.step()
+        return step
+
     # -- the loop --------------------------------------------------------------------------
 
     def fit(self, resume_from: Path | None = None) -> int:
@@ -220,7 +235,7 @@ class Trainer:
             Preempted: after saving a checkpoint because a stop was requested.
         """
         cfg, acc = self.cfg, self.accelerator
-        start = load_checkpoint(acc, resume_from) if resume_from else 0
+        start = self._resume(resume_from) if resume_from else 0
         keys = text_keys(self.rows, cfg.hard_negatives)
         lengths = [len(r["positive"]) for r in self.rows] if cfg.group_by_length else None
         accum = cfg.gradient_accumulation_steps
@@ -268,10 +283,10 @@ class Trainer:
                 metrics.update({f"loss/dim{dim}": v for dim, v in per_dim_sum.items()})
                 self.tracker.log(metrics, step)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.steps:
-                last_saved = save_checkpoint(acc, self.run_dir, step, cfg.keep_checkpoints)
+                last_saved = self._save(step)
             if stats[2].item() > 0:
                 if last_saved is None or not last_saved.name.endswith(f"-{step}"):
-                    last_saved = save_checkpoint(acc, self.run_dir, step, cfg.keep_checkpoints)
+                    last_saved = self._save(step)
                 raise Preempted(step, last_saved)
         self.tracker.close_progress()
         return self.steps

@@ -9,6 +9,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
 from sentence_transformers import SentenceTransformer
 
-from trainer.checkpoint import export_model, resolve_resume
+from trainer.checkpoint import export_model, latest_checkpoint, resolve_resume
 from trainer.config import save_config, to_dict
 from trainer.data import DataConfig
 from trainer.data.beir import BeirData
@@ -64,28 +66,95 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-def prepare_run_dir(output_dir: str | None, recipe: str, resume: str | None, overwrite: bool, acc: Accelerator) -> Path:
-    """Create (or reuse, when resuming) the run folder; never clobber one that was not offered up.
+RUN_MARKER = ".codetune-run"  # written when codetune creates a run folder: only such a folder is ever replaced
+_RESULT_FILES = ("config.yaml", "log.jsonl", "eval.json", "eval_before.json", "checkpoints", "final")
 
-    Raises:
-        CodetuneError: when ``output_dir`` holds a run and neither resume nor overwrite was asked.
-    """
+
+def is_run_folder(path: Path) -> bool:
+    """True for a folder codetune made: it has the marker, or (runs from before the marker) a config and results."""
+    if (path / RUN_MARKER).is_file():
+        return True
+    return (path / "config.yaml").is_file() and any((path / name).exists() for name in _RESULT_FILES[1:])
+
+
+def has_results(path: Path) -> bool:
+    """A checkpoint or a final model: what makes a run worth protecting."""
+    return latest_checkpoint(path) is not None or (path / "final" / "modules.json").is_file()
+
+
+def _default_name(output_dir: str | None, recipe: str) -> Path:
     name = [output_dir or f"runs/{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"]
     broadcast_object_list(name)  # ranks must agree on a timestamped default
-    run_dir = Path(name[0])
-    occupied = run_dir.exists() and any(run_dir.iterdir())
-    if occupied and not resume and not overwrite:
+    return Path(name[0])
+
+
+def _check_folder(run_dir: Path, resume: str | None, overwrite: bool) -> bool:
+    """Whether ``run_dir`` must be moved aside first; raises before anything is touched when it must not be used."""
+    if not run_dir.exists():
+        return False
+    if not run_dir.is_dir():
+        raise CodetuneError(f"output_dir {run_dir}: is a file, not a folder")
+    if not any(run_dir.iterdir()):
+        return False
+    if not is_run_folder(run_dir):
+        raise CodetuneError(
+            f"output_dir {run_dir}: holds files that are not a codetune run; nothing was changed, choose another output_dir"
+        )
+    if resume:
+        return False
+    if has_results(run_dir) and not overwrite:
         raise CodetuneError(
             f"output_dir {run_dir}: already holds a run; pass resume_from_checkpoint=latest to continue it, "
             "overwrite=true to replace it, or another output_dir"
         )
+    return True  # a run to replace, or the leftovers of a setup that failed before producing anything
+
+
+@contextmanager
+def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrite: bool, acc: Accelerator) -> Iterator[Path]:
+    """The run folder for the body of a recipe; nothing the user had is lost, whatever the body does.
+
+    A folder that is not a codetune run is never touched. A run being replaced (``overwrite=true``,
+    or one that never got as far as a checkpoint) is moved aside, not deleted, and deleted only
+    when the new run has a checkpoint or a final model when the body ends. If the body fails
+    before that, the new folder is removed and the old one moved back, so a failed setup leaves
+    nothing behind that would block its corrected retry.
+
+    Raises:
+        CodetuneError: when ``output_dir`` holds something that may not be replaced.
+    """
+    run_dir = _default_name(output_dir, recipe)
+    replace = _check_folder(run_dir, resume, overwrite)
+    existed = run_dir.exists()
+    fresh = replace or not existed or not any(run_dir.iterdir())
+    aside = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}") if replace else None
     acc.wait_for_everyone()
     if acc.is_main_process:
-        if occupied and overwrite and not resume:
-            shutil.rmtree(run_dir)
+        if aside is not None:
+            run_dir.rename(aside)
+            if has_results(aside):
+                print(f"output_dir {run_dir}: previous run moved to {aside}; deleted once this run saves a checkpoint")
         run_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            atomic_write_json(run_dir / RUN_MARKER, {"recipe": recipe, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
     acc.wait_for_everyone()
-    return run_dir
+    try:
+        yield run_dir
+    except BaseException:
+        # No barrier here: the other ranks may be the ones that failed.
+        if acc.is_main_process and fresh and not has_results(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if aside is not None:
+                aside.rename(run_dir)
+            elif existed:
+                run_dir.mkdir()  # the empty folder the user made stays
+        raise
+    if acc.is_main_process and aside is not None:
+        if has_results(run_dir):
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            aside.rename(run_dir)
 
 
 def make_accelerator(mixed_precision: str | None, tracking: TrackingConfig, seed: int) -> Accelerator:
@@ -104,14 +173,13 @@ def make_accelerator(mixed_precision: str | None, tracking: TrackingConfig, seed
     return acc
 
 
-def start(cfg, recipe: str, acc: Accelerator) -> tuple[Path, Path | None, Tracker]:
-    """Run folder, checkpoint to resume from, resolved config saved, tracker started."""
-    run_dir = prepare_run_dir(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc)
+def start(cfg, run_dir: Path, acc: Accelerator) -> tuple[Path | None, Tracker]:
+    """Checkpoint to resume from, resolved config saved, tracker started (in a :func:`run_folder`)."""
     resume_from = resolve_resume(run_dir, cfg.resume_from_checkpoint)
     if acc.is_main_process:
         save_config(cfg, run_dir / "config.yaml")
     tracker = Tracker(acc, run_dir, cfg.tracking, to_dict(cfg), run_name=run_dir.name)
-    return run_dir, resume_from, tracker
+    return resume_from, tracker
 
 
 def matryoshka_dims(cfg: LossConfig, model: SentenceTransformer) -> list[int]:
