@@ -88,6 +88,28 @@ def test_reindex_encodes_only_the_changed_file(tree, index, model):
     assert (stats.encoded, stats.reused) == (0, len(after.snippets))
 
 
+def test_another_model_at_the_same_path_is_never_served_stale_vectors(tree, tmp_path, model):
+    """Reuse is keyed on the weights, not the folder name: a folder that now holds another model re-encodes."""
+    folder = tmp_path / "my-model"
+    model.save(str(folder))
+    index = tmp_path / "index"
+    build_index([tree], index, str(folder), dim=128, show_progress=False)
+    from trainer.models import load_model
+
+    other = load_model(str(folder))
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    other.save(str(folder))  # same path, other weights
+
+    stale = load_index(index)
+    with pytest.raises(CodetuneError, match="built with other weights"):
+        search(stale, QUERIES, load_model(str(folder)))
+    stats = build_index([tree], index, str(folder), dim=128, show_progress=False)
+    assert stats.reused == 0 and stats.encoded == len(stale.snippets)
+    assert search(load_index(index), QUERIES, load_model(str(folder)), k=1)[0]
+
+
 def test_scores_equal_the_shared_top_k(index, model):
     idx = load_index(index)
     hits = search(idx, QUERIES, model, k=4)

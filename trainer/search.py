@@ -164,6 +164,7 @@ def build_index(
     import numpy as np
 
     from trainer.data.mining import MiningReport, SourceTree, labelled_trees, parsed_files
+    from trainer.embedding_cache import model_fingerprint
     from trainer.retrieval import encode, normalize_truncate
 
     out = Path(out)
@@ -179,11 +180,13 @@ def build_index(
     full = model.get_embedding_dimension()
     dim = _check_dim(dim, full)
 
-    # Old embeddings are reusable only when they came from the same model at the same dimension.
+    # Old embeddings are reusable only when they came from the same weights at the same dimension:
+    # a folder path can hold another model by now.
+    fingerprint = model_fingerprint(model)
     old: dict[tuple[str, str], list[tuple[Snippet, np.ndarray]]] = {}
     if (out / MANIFEST).is_file():
         previous = load_index(out)
-        if previous.model_spec == model_id(model_spec) and previous.dim == dim:
+        if previous.manifest.get("model_fingerprint") == fingerprint and previous.dim == dim:
             for snippet, row in zip(previous.snippets, previous.embeddings):
                 old.setdefault((snippet.path, snippet.file_hash), []).append((snippet, row))
 
@@ -221,6 +224,7 @@ def build_index(
         "codetune_version": __version__,
         "model": model_id(model_spec),
         "model_dim": full,
+        "model_fingerprint": fingerprint,
         "dim": dim,
         "sources": [str(Path(s).resolve()) for s in sources],
         "exclude_dirs": list(exclude_dirs),
@@ -318,12 +322,19 @@ def search(
     ``model`` must be the index's model (see :meth:`SearchIndex.check_model` for the spec check);
     a model of another full dimension is refused here.
     """
+    from trainer.embedding_cache import model_fingerprint
     from trainer.retrieval import encode, normalize_truncate
 
     if model.get_embedding_dimension() != index.manifest["model_dim"]:
         raise CodetuneError(
             f"index {index.folder} built with {index.model_spec} at dim {index.dim}; queried with a model of "
             f"dimension {model.get_embedding_dimension()} (expected {index.manifest['model_dim']})"
+        )
+    built_with = index.manifest.get("model_fingerprint")
+    if built_with is not None and built_with != model_fingerprint(model):
+        raise CodetuneError(
+            f"index {index.folder}: built with other weights than {index.model_spec} holds now; "
+            "re-run `index` so documents and queries come from one model"
         )
     if not index.snippets or not queries:
         return [[] for _ in queries]
