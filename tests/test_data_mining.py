@@ -207,6 +207,15 @@ def test_file_size_limit_is_a_counted_skip(tmp_path):
     assert report.skipped_files == {"too_large": 1}
 
 
+def test_a_generated_file_past_the_recursion_limit_is_a_counted_skip(tmp_path):
+    """The probe's file: one line summing 20,000 ones. Mining (and so indexing and training) goes on."""
+    (tmp_path / "gen.py").write_text("X = " + "+".join(["1"] * 20000) + "\n")
+    (tmp_path / "ok.py").write_text('def f(a, b):\n    """Add two numbers together."""\n    c = a + b\n    d = c\n    return d\n')
+    result = mine([tmp_path])
+    assert result.report.skipped_files == {"too_complex": 1}
+    assert [p.function.name for p in result.pairs] == ["f"]
+
+
 def test_several_trees_get_labelled_paths(tmp_path):
     result = mine([SourceTree(TREE / "web"), SourceTree(TREE / "rust", label="crate")])
     assert {p.function.path for p in result.pairs} == {"web/api.js", "web/store.ts", "crate/lib.rs"}

@@ -106,7 +106,7 @@ class MiningReport:
         documents: language -> functions kept as corpus documents.
         pairs: language -> (query, code) pairs kept.
         skipped_files: reason (``too_large``, ``binary``, ``not_utf8``, ``unreadable``,
-            ``parse_error``) -> files.
+            ``parse_error``, ``too_complex``: nested past the parser's recursion limit) -> files.
         skipped_examples: reason -> the first few paths skipped for it.
         dropped: reason (:data:`CODE_DROPS`, :data:`QUERY_DROPS`) -> functions.
         seconds: wall time of the run.
@@ -211,6 +211,9 @@ def parsed_files(
             continue
         except ParseError:
             report.skip("parse_error", rel)
+            continue
+        except (RecursionError, MemoryError):  # e.g. a generated one-line sum of 10,000 terms
+            report.skip("too_complex", rel)
             continue
         language = "typescript" if grammar == "tsx" else grammar
         report.files[language] += 1
