@@ -145,3 +145,17 @@ def test_embedding_cache_never_unpickles_code(tiny_bert, tmp_path, monkeypatch):
     assert not hit  # refused, so encoded afresh (and the cache file rewritten)
     torch.testing.assert_close(again, first)
     assert cached_encode(model, texts, "query")[1]
+
+
+def test_resume_with_other_hyperparameters_is_refused(tiny_bert, tmp_path):
+    out = tmp_path / "run"
+    launch(tiny_bert, out, "train.batch_size=8", "train.max_steps=2", "train.checkpoint_every=1")
+    saved = (out / "config.yaml").read_text()
+    proc = launch(tiny_bert, out, "train.batch_size=8", "train.max_steps=2", "train.checkpoint_every=1",
+                  "train.lr=0.5", "resume_from_checkpoint=latest", check=False)
+    assert proc.returncode != 0
+    assert "was started with other settings: train.lr (0.001 -> 0.5)" in proc.stderr
+    assert (out / "config.yaml").read_text() == saved  # never claims values that were not used
+    # What does not change the trajectory may change: logging and checkpoint cadence.
+    launch(tiny_bert, out, "train.batch_size=8", "train.max_steps=2", "train.checkpoint_every=2",
+           "train.log_every=2", "resume_from_checkpoint=latest")

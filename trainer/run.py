@@ -173,11 +173,58 @@ def make_accelerator(mixed_precision: str | None, tracking: TrackingConfig, seed
     return acc
 
 
+# Keys that do not change what a run computes: a resume may change them freely.
+RESUME_FREE_KEYS = ("output_dir", "overwrite", "resume_from_checkpoint", "cpu_threads", "tracking.", "eval.",
+                    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resume_config(saved_file: Path, cfg) -> None:
+    """A resumed run must compute what the saved one did: refuse a changed hyperparameter, naming it.
+
+    Raises:
+        CodetuneError: listing each key (old -> new) that would change the trajectory.
+    """
+    import yaml
+
+    if not saved_file.is_file():
+        return
+    saved = _flat(yaml.safe_load(saved_file.read_text()) or {})
+    now = _flat(to_dict(cfg))
+    changed = [
+        f"{key} ({saved.get(key)!r} -> {now.get(key)!r})"
+        for key in sorted(set(saved) | set(now))
+        if saved.get(key) != now.get(key) and not key.startswith(RESUME_FREE_KEYS)
+    ]
+    if changed:
+        raise CodetuneError(
+            f"resume_from_checkpoint: the run in {saved_file.parent} was started with other settings: "
+            f"{', '.join(changed)}; resume with its config.yaml, or start a new output_dir"
+        )
+
+
 def start(cfg, run_dir: Path, acc: Accelerator) -> tuple[Path | None, Tracker]:
-    """Checkpoint to resume from, resolved config saved, tracker started (in a :func:`run_folder`)."""
+    """Checkpoint to resume from, resolved config saved, tracker started (in a :func:`run_folder`).
+
+    A resumed run keeps the ``config.yaml`` it was started with (it is checked, not rewritten), so
+    the file never states values that were not used.
+    """
     resume_from = resolve_resume(run_dir, cfg.resume_from_checkpoint)
-    if acc.is_main_process:
-        save_config(cfg, run_dir / "config.yaml")
+    own = run_dir / "config.yaml"
+    if resume_from is not None:
+        # A checkpoint of another run folder is checked against that run's config.
+        check_resume_config(own if own.is_file() else resume_from.resolve().parents[1] / "config.yaml", cfg)
+    if not own.is_file() and acc.is_main_process:
+        save_config(cfg, own)
     tracker = Tracker(acc, run_dir, cfg.tracking, to_dict(cfg), run_name=run_dir.name)
     return resume_from, tracker
 
