@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(ProjectionHeadConfig, argv, DEFAULT_CONFIG)
 
     # Setup: one process (the head trains in seconds), the frozen encoder, then the run folder and data.
-    acc = run.make_accelerator(None, cfg.tracking, cfg.head.seed)
+    acc = run.make_accelerator(None, cfg.tracking, cfg.head.seed, cfg.cpu_threads)
     if acc.num_processes > 1:
         raise CodetuneError("projection_head: runs in one process; launch it without --num_processes")
     m = cfg.model
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             if metrics:
                 run.log_eval(tracker, metrics, 0 if tag == "before" else h.epochs, tag)
         meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
+        if eval_data is not None:
+            meta["data_fingerprint"] = eval_data.fingerprint()
         run.finish(model, run_dir, before, after, meta, acc, title=f"projection head on {m.name}: held-out code retrieval")
         tracker.finish()
     return 0

@@ -10,10 +10,11 @@ from trainer.compare import load_runs
 from trainer.errors import CodetuneError
 
 
-def fake_run(folder, before, after, data="evalset"):
+def fake_run(folder, before, after, data="evalset", fingerprint=None):
     folder.mkdir(parents=True)
     metrics = lambda v: {d: {"ndcg@10": v - i / 100, "recall@10": v} for i, d in enumerate(["384", "128"])}  # noqa: E731
-    result = {side: {"model": "m", "data": data, "split": "test", "metrics": metrics(v)} for side, v in (("before", before), ("after", after))}
+    meta = {"model": "m", "data": data, "split": "test", **({"data_fingerprint": fingerprint} if fingerprint else {})}
+    result = {side: {**meta, "metrics": metrics(v)} for side, v in (("before", before), ("after", after))}
     (folder / "eval.json").write_text(json.dumps(result))
     return folder
 
@@ -39,3 +40,30 @@ def test_runs_on_different_sets_are_refused(tmp_path):
     with pytest.raises(CodetuneError, match="runs must share one set"):
         load_runs([str(a), str(b)], None)
     assert list(load_runs([str(a)], ["full"])) == ["base", "full"]
+
+
+def test_the_same_set_is_decided_by_its_content_not_its_path(tmp_path, beir_code, monkeypatch):
+    import shutil
+
+    from trainer.data.beir import load_beir
+
+    original = load_beir(beir_code).fingerprint()
+    copy = tmp_path / "copy"
+    shutil.copytree(beir_code, copy)
+    assert load_beir(copy).fingerprint() == original  # another place, the same set
+    queries = copy / "queries.jsonl"
+    queries.write_text(queries.read_text().replace("a", "b", 1))  # re-mined at the same path
+    remined = load_beir(copy).fingerprint()
+    assert remined != original
+
+    a = fake_run(tmp_path / "a", 0.5, 0.7, data=str(copy), fingerprint=original)
+    b = fake_run(tmp_path / "b", 0.5, 0.6, data=str(copy), fingerprint=remined)
+    with pytest.raises(CodetuneError, match="runs must share one set"):
+        load_runs([str(a), str(b)], None)
+    c = fake_run(tmp_path / "c", 0.5, 0.6, data="elsewhere/relative", fingerprint=original)
+    assert list(load_runs([str(a), str(c)], None)) == ["base", "a", "c"]
+    # Older runs without a fingerprint: one folder spelt relative and absolute is one set.
+    monkeypatch.chdir(tmp_path)
+    d = fake_run(tmp_path / "d", 0.5, 0.6, data="copy")
+    e = fake_run(tmp_path / "e", 0.5, 0.6, data=str(copy))
+    assert list(load_runs([str(d), str(e)], None)) == ["base", "d", "e"]

@@ -29,6 +29,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "beir_code"
 class WorkerConfig:
     output_dir: str | None = None
     overwrite: bool = False
+    cpu_threads: int | None = 1  # 1 and 2 processes add floats in the same order
     resume_from_checkpoint: str | None = None
     preset: str = "bge"
     dims: list[int] = field(default_factory=lambda: [32, 16])
@@ -63,7 +64,7 @@ def poisoned(loss_fn, call: int):
 def main() -> None:  # noqa: D103
     model_dir = sys.argv[1]
     cfg = load_config(WorkerConfig, sys.argv[2:])
-    acc = run.make_accelerator(None, cfg.tracking, cfg.train.seed)
+    acc = run.make_accelerator(None, cfg.tracking, cfg.train.seed, cfg.cpu_threads)
     with run.run_folder(cfg.output_dir, "worker", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc)
         model = load_model(model_dir, cfg.preset, device=str(acc.device))

@@ -31,12 +31,14 @@ def load_runs(folders: list[str], names: list[str] | None) -> dict[str, dict]:
             before, after = result["before"], result["after"]
         except (json.JSONDecodeError, KeyError):
             raise CodetuneError(f"{path}: not a codetune eval.json") from None
-        key = (before.get("data"), before.get("split"))
+        # The set's content decides "the same set"; runs from before the fingerprint fall back
+        # to the folder, resolved, so that a relative and an absolute spelling agree.
+        key = before.get("data_fingerprint") or (str(Path(before.get("data") or "").resolve()), before.get("split"))
         if data is None:
-            data = key
+            data, first = key, path
             methods["base"] = before["metrics"]
         elif key != data:
-            raise CodetuneError(f"{path}: evaluated on {key[0]} ({key[1]}), not {data[0]} ({data[1]}); runs must share one set")
+            raise CodetuneError(f"{path}: evaluated on another set than {first} ({before.get('data')}); runs must share one set")
         methods[names[i] if names else Path(folder).name] = after["metrics"]
     return methods
 

@@ -24,7 +24,7 @@ from trainer.preemption import EXIT_PREEMPTED, Preempted
 
 @dataclass
 class FineTuneConfig(run.RunConfig):
-    mixed_precision: str | None = None  # no | fp16 | bf16; None: as accelerate launch says
+    mixed_precision: str | None = None  # auto (bf16 where the hardware has it) | no | fp16 | bf16; None: as accelerate launch says
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -43,7 +43,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
             (e.g. with LoRA merged), after saving anything else it wants there.
     """
     # Setup: accelerator and model first, so that a bad name fails before any folder is touched.
-    acc = run.make_accelerator(cfg.mixed_precision, cfg.tracking, cfg.train.seed)
+    acc = run.make_accelerator(cfg.mixed_precision, cfg.tracking, cfg.train.seed, cfg.cpu_threads)
     m = cfg.model
     model = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device))
     dims = run.matryoshka_dims(cfg.loss, model)
@@ -78,6 +78,8 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         # Save: eval.json, the before/after table, run_dir/final.
         final_model = export(model, run_dir) if export is not None and acc.is_main_process else model
         meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
+        if eval_data is not None:
+            meta["data_fingerprint"] = eval_data.fingerprint()
         run.finish(final_model, run_dir, before, after, meta, acc, title=f"{recipe} {m.name}: held-out code retrieval")
         tracker.finish()
     return 0

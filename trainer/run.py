@@ -58,6 +58,9 @@ class RunConfig:
 
     output_dir: str | None = None  # run folder; default runs/<recipe>-<time>
     overwrite: bool = False  # replace an existing output_dir
+    # CPU only: threads per process; None: this machine's cores shared among its processes
+    # (plain `accelerate launch` pins every process to 1 thread, half of a 2-core machine).
+    cpu_threads: int | None = None
     resume_from_checkpoint: str | None = None  # latest | auto | a checkpoint folder
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -157,10 +160,48 @@ def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrit
             aside.rename(run_dir)
 
 
-def make_accelerator(mixed_precision: str | None, tracking: TrackingConfig, seed: int) -> Accelerator:
+def bf16_supported() -> bool:
+    """bf16 matrix units: a CUDA device with bf16, or a CPU with AMX or AVX512-BF16 (about 1.7x fp32 speed there)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def resolve_precision(mixed_precision: str | None) -> str | None:
+    """``auto``: bf16 where the hardware has it, else fp32; other values pass through (None: the launcher's)."""
+    if mixed_precision not in (None, "auto", "no", "fp16", "bf16"):
+        raise CodetuneError(f"mixed_precision: expected auto, no, fp16 or bf16, got {mixed_precision!r}")
+    if mixed_precision == "auto":
+        return "bf16" if bf16_supported() else "no"
+    return mixed_precision
+
+
+def use_cpu_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads for a CPU run; returns the number set.
+
+    ``accelerate launch`` without ``--cpu`` exports OMP_NUM_THREADS=1 whatever the machine, which
+    halves a 2-core run; None shares the cores among this node's processes instead.
+    """
+    if threads is None:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        threads = max(1, (os.cpu_count() or 1) // local)
+    if threads < 1:
+        raise CodetuneError(f"cpu_threads: {threads} must be at least 1")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def make_accelerator(
+    mixed_precision: str | None, tracking: TrackingConfig, seed: int, cpu_threads: int | None = None
+) -> Accelerator:
     """The accelerator (devices, DDP, precision from ``accelerate launch`` unless overridden)."""
-    if mixed_precision not in (None, "no", "fp16", "bf16"):
-        raise CodetuneError(f"mixed_precision: expected no, fp16 or bf16, got {mixed_precision!r}")
+    mixed_precision = resolve_precision(mixed_precision)
+    if not torch.cuda.is_available():
+        use_cpu_threads(cpu_threads)
     # accelerate forms a gloo process group on a machine without GPUs only when told cpu=True;
     # otherwise `accelerate launch --multi_gpu --num_processes N` there gives N lone processes.
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1

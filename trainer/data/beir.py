@@ -7,6 +7,7 @@ A BEIR folder holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), ``queries.j
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -35,6 +36,16 @@ class BeirData:
         doc = self.corpus[doc_id]
         title = (doc.get("title") or "").strip()
         return f"{title}\n{doc['text']}" if title else doc["text"]
+
+    def fingerprint(self) -> str:
+        """A hash of what is scored (queries, judgements, document texts), not of where the files lie."""
+        h = hashlib.sha256()
+        for qid in sorted(self.qrels):
+            h.update(f"q\0{qid}\0{self.queries.get(qid, '')}\0".encode())
+            h.update(json.dumps(sorted(self.qrels[qid].items())).encode())
+        for doc_id in sorted(self.corpus):
+            h.update(f"d\0{doc_id}\0{self.document_text(doc_id)}\0".encode())
+        return h.hexdigest()[:16]
 
     def relevant(self) -> dict[str, set[str]]:
         """Query id -> ids of documents with a positive score; queries with none are left out."""
