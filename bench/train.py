@@ -1,17 +1,24 @@
 """codetune's Matryoshka recipe against sentence-transformers' SentenceTransformerTrainer, side by side.
 
-    python bench/train.py [--steps 20] [--batch-size 32] [--seq-len 256]
+    python bench/train.py                          # default recipe vs the reference, then quality on every set
+    python bench/train.py --ref-epochs 2 --ours train.epochs=2 --skip-quality
+    python bench/train.py --steps 20               # throughput only: both sides at the same steps
 
-Same model (the embedded default), data (the standard-library training split), loss
-(Matryoshka over 384/256/128/64 of in-batch InfoNCE at temperature 0.05 = scale 20), batch size,
-sequence length, learning rate and number of steps. Each side runs in its own process, so peak
-resident memory is its own. Prints pairs/s, peak memory and held-out NDCG@10 for each, and the ratios.
+Both sides train the embedded default on the standard library's training pairs, each in its own
+process (so peak resident memory is its own), at the same precision, sequence length and batch
+size. The reference is ``SentenceTransformerTrainer`` with ``MatryoshkaLoss(MultipleNegativesRankingLoss)``
+and no-duplicate batches, its documented recipe for this task; codetune runs
+``recipes/matryoshka.py`` with its YAML config and any ``--ours`` overrides. Then every model
+(the base too) is scored by ``bench/quality.py``: NDCG@10 at each dim on the held-out stdlib
+split, three out-of-domain projects and general code questions. Prints wall time, pairs/s, peak
+memory and the quality table, and the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -25,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 DIMS = [384, 256, 128, 64]
 
 
-def run_reference(steps: int, batch: int, seq: int, lr: float, out: Path) -> dict:
+def run_reference(args, out: Path) -> dict:
     """SentenceTransformerTrainer with MatryoshkaLoss(MultipleNegativesRankingLoss), no-duplicates batches."""
     import datasets
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -33,75 +40,99 @@ def run_reference(steps: int, batch: int, seq: int, lr: float, out: Path) -> dic
     from sentence_transformers.training_args import BatchSamplers
 
     from trainer.data import DataConfig, load_training_data
-    from trainer.data.beir import load_beir
-    from trainer.evaluator import evaluate
     from trainer.models import load_model
 
-    model = load_model("default", max_seq_length=seq)
+    model = load_model("default", max_seq_length=args.seq_len)
     data = load_training_data(DataConfig(), out)
     train = datasets.Dataset.from_dict({"anchor": data.train["query"], "positive": data.train["positive"]})
     loss = MatryoshkaLoss(model, MultipleNegativesRankingLoss(model, scale=20.0), matryoshka_dims=DIMS)
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "st"), per_device_train_batch_size=batch, max_steps=steps, learning_rate=lr,
-        warmup_ratio=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES, report_to="none", save_strategy="no",
-        logging_steps=max(steps, 1), seed=42, dataloader_drop_last=True,
+    steps = args.steps if args.steps else -1
+    training_args = SentenceTransformerTrainingArguments(
+        output_dir=str(out / "st"), per_device_train_batch_size=args.batch_size, max_steps=steps,
+        num_train_epochs=args.ref_epochs, learning_rate=args.lr, warmup_ratio=0.1, bf16=args.precision == "bf16",
+        batch_sampler=BatchSamplers.NO_DUPLICATES, report_to="none", save_strategy="no", logging_steps=10_000,
+        seed=42, dataloader_drop_last=True,
     )
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss)
+    trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=train, loss=loss)
     t0 = time.perf_counter()
-    trainer.train()
+    result = trainer.train()
     seconds = time.perf_counter() - t0
-    metrics = evaluate(model, load_beir(data.eval_dir), DIMS, show_progress=False)
-    return {"pairs_per_s": steps * batch / seconds, "ndcg@10": metrics["384"]["ndcg@10"], "ndcg@10@128": metrics["128"]["ndcg@10"]}
+    model.save(str(out / "model"))
+    return {"train_seconds": seconds, "pairs_per_s": result.global_step * args.batch_size / seconds, "model": str(out / "model")}
 
 
-def run_ours(steps: int, batch: int, seq: int, lr: float, out: Path) -> dict:
-    """recipes/matryoshka.py with the same settings; throughput from its per-step log."""
+def run_ours(args, out: Path) -> dict:
+    """recipes/matryoshka.py with its config; throughput from its per-step log, training time alone."""
     sys.path.insert(0, str(ROOT / "recipes"))
     from matryoshka import main
 
-    code = main([
-        f"output_dir={out / 'ours'}", f"train.max_steps={steps}", f"train.batch_size={batch}", f"model.max_seq_length={seq}",
-        f"train.lr={lr}", "train.checkpoint_every=0", "train.log_every=1", "tracking.wandb=disabled",
-    ])
-    assert code == 0
+    overrides = [
+        f"output_dir={out / 'ours'}", f"model.max_seq_length={args.seq_len}", f"train.batch_size={args.batch_size}",
+        f"mixed_precision={args.precision}", "train.checkpoint_every=0", "train.log_every=1", "tracking.wandb=disabled",
+        *([f"train.max_steps={args.steps}"] if args.steps else []), *args.ours,
+    ]
+    assert main(overrides) == 0
     log = [json.loads(line) for line in (out / "ours" / "log.jsonl").read_text().splitlines()]
-    step_times = [batch / r["pairs_per_s"] for r in log if "pairs_per_s" in r]
-    after = json.loads((out / "ours" / "eval.json").read_text())["after"]["metrics"]
-    return {"pairs_per_s": steps * batch / sum(step_times), "ndcg@10": after["384"]["ndcg@10"], "ndcg@10@128": after["128"]["ndcg@10"]}
+    step_seconds = [args.batch_size / r["pairs_per_s"] for r in log if "pairs_per_s" in r]
+    seconds = sum(step_seconds)
+    return {"train_seconds": seconds, "pairs_per_s": len(step_seconds) * args.batch_size / seconds, "model": str(out / "ours" / "final")}
+
+
+def side_main(args) -> None:
+    """Child process: run one side, keep its model in ``--keep``, print its JSON."""
+    out = Path(args.keep)
+    fn = run_ours if args.side == "ours" else run_reference
+    result = fn(args, out)
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print("RESULT " + json.dumps(result))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=0, help="both sides: this many steps (0: the sides' epochs)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--precision", choices=["no", "bf16"], default="bf16", help="both sides (bf16: AMX/AVX512-BF16 CPUs, GPUs)")
+    parser.add_argument("--lr", type=float, default=5e-5, help="the reference's learning rate")
+    parser.add_argument("--ref-epochs", type=float, default=1.0, help="the reference's epochs: match codetune's wall time")
+    parser.add_argument("--ours", nargs="*", default=[], help="key=value overrides for recipes/matryoshka.py")
+    parser.add_argument("--skip-quality", action="store_true", help="throughput and memory only")
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    parser.add_argument("--keep", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.side:  # child process: run one side, print its JSON
-        with tempfile.TemporaryDirectory() as tmp:
-            fn = run_ours if args.side == "ours" else run_reference
-            result = fn(args.steps, args.batch_size, args.seq_len, args.lr, Path(tmp))
-        result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        print("RESULT " + json.dumps(result))
+    if args.side:
+        side_main(args)
         return
 
-    results = {}
-    for side in ("reference", "ours"):
-        cmd = [sys.executable, __file__, "--side", side, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
-               "--seq-len", str(args.seq_len), "--lr", str(args.lr)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
-        if line is None:
-            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
-        results[side] = json.loads(line[len("RESULT "):])
-    ref, ours = results["reference"], results["ours"]
-    print(f"{args.steps} steps, batch {args.batch_size}, sequence {args.seq_len}, all-MiniLM-L6-v2, stdlib pairs")
-    print(f"{'':28}{'pairs/s':>10}{'peak RSS GB':>13}{'NDCG@10 384':>13}{'NDCG@10 128':>13}")
-    for name, r in (("SentenceTransformerTrainer", ref), ("codetune", ours)):
-        print(f"{name:28}{r['pairs_per_s']:10.2f}{r['peak_rss_gb']:13.2f}{100 * r['ndcg@10']:13.2f}{100 * r['ndcg@10@128']:13.2f}")
-    print(f"{'ratio (codetune / ST)':28}{ours['pairs_per_s'] / ref['pairs_per_s']:10.2f}"
-          f"{ours['peak_rss_gb'] / ref['peak_rss_gb']:13.2f}{ours['ndcg@10'] / ref['ndcg@10']:13.3f}{ours['ndcg@10@128'] / ref['ndcg@10@128']:13.3f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {}
+        for side in ("reference", "ours"):
+            keep = Path(tmp) / side
+            keep.mkdir()
+            cmd = [sys.executable, __file__, "--side", side, "--keep", str(keep)] + sys.argv[1:]
+            env = {**os.environ, "WANDB_MODE": "disabled"}
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if line is None:
+                sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+            results[side] = {**json.loads(line[len("RESULT "):]), "wall_seconds": time.perf_counter() - t0}
+        ref, ours = results["reference"], results["ours"]
+        print(f"all-MiniLM-L6-v2, stdlib pairs, batch {args.batch_size}, sequence {args.seq_len}, precision {args.precision}")
+        print(f"{'':28}{'train s':>10}{'process s':>11}{'pairs/s':>10}{'peak RSS GB':>13}")
+        for name, r in (("SentenceTransformerTrainer", ref), ("codetune", ours)):
+            print(f"{name:28}{r['train_seconds']:10.0f}{r['wall_seconds']:11.0f}{r['pairs_per_s']:10.2f}{r['peak_rss_gb']:13.2f}")
+        print(f"{'ratio (codetune / ST)':28}{'':10}{'':11}{ours['pairs_per_s'] / ref['pairs_per_s']:10.2f}"
+              f"{ours['peak_rss_gb'] / ref['peak_rss_gb']:13.2f}")
+        if args.skip_quality:
+            return
+        from quality import eval_sets, print_scores, score
+
+        sets = eval_sets()
+        scores = {name: score(spec, sets, DIMS) for name, spec in
+                  (("base", "default"), ("SentenceTransformerTrainer", ref["model"]), ("codetune", ours["model"]))}
+        print()
+        print_scores(scores, DIMS)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,24 @@ def test_matryoshka_equals_sentence_transformers(tiny_bert):
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
 
 
+def test_symmetric_equals_sentence_transformers(tiny_bert):
+    """Query -> document and document -> query, averaged: == MultipleNegativesSymmetricRankingLoss."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesSymmetricRankingLoss
+
+    model = load_model(str(tiny_bert), preset="bge")
+    queries = ["parse the config file", "open a socket", "sort a list in place", "read a file"]
+    docs = ["def parse(path): return load(path)", "def connect(): return socket()", "def sort(xs): xs.sort()", "def read(p): pass"]
+    qf = tokenize(model, queries, "query", model.device)
+    df = tokenize(model, docs, "document", model.device)
+    dims, t = [32, 8], 0.05
+    q, d = embed(model, qf, "query"), embed(model, df, "document")
+    ours, _ = MatryoshkaInfoNCE(dims=dims, temperature=t, gather=False, symmetric=True)(q, d)
+    one_way, _ = MatryoshkaInfoNCE(dims=dims, temperature=t, gather=False)(q, d)
+    reference = MatryoshkaLoss(model, MultipleNegativesSymmetricRankingLoss(model, scale=1 / t), matryoshka_dims=dims)
+    assert ours.item() == pytest.approx(reference([qf, df], None).item(), rel=1e-5)
+    assert ours.item() != pytest.approx(one_way.item(), rel=1e-3)
+
+
 def test_training_forward_matches_encode(tiny_bert):
     """The loop's differentiable forward embeds exactly as encode_query / encode_document."""
     model = load_model(str(tiny_bert), preset="bge").eval()

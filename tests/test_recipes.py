@@ -116,3 +116,15 @@ def test_mixed_precision_with_grad_cache(precision, tiny_roberta, pairs, tmp_pat
     losses = [r["loss"] for r in log if "loss" in r]
     assert len(losses) == 6 and all(0 < v < 100 for v in losses)
     check_run_folder(out)
+
+
+@pytest.mark.slow
+def test_merge_alpha_zero_gives_the_base_model_back(tiny_roberta, pairs, tmp_path):
+    """WiSE-FT at alpha 0 is the base: the after-scores equal the before-scores; at 1 they moved."""
+    out = tmp_path / "run"
+    run_recipe("matryoshka.py", tiny_roberta, "codebert", out, pairs, "tracking.wandb=disabled", "merge.alpha=0.0",
+               "loss.symmetric=true", "data.query_forms=[docstring,name,short]")
+    result = check_run_folder(out)
+    assert result["after"]["metrics"] == result["before"]["metrics"]
+    proc = run_recipe("lora.py", tiny_roberta, "codebert", tmp_path / "lora", pairs, "merge.alpha=0.5", check=False)
+    assert proc.returncode != 0 and "merge.alpha: 0.5 applies to full fine-tuning" in proc.stderr

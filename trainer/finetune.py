@@ -16,14 +16,24 @@ from sentence_transformers import SentenceTransformer
 from trainer import run
 from trainer.data import load_training_data
 from trainer.data.beir import load_beir
+from trainer.errors import CodetuneError
 from trainer.loop import TrainConfig, Trainer
 from trainer.losses import MatryoshkaInfoNCE
 from trainer.models import load_model
+from trainer.models.merge import interpolate, snapshot
 from trainer.preemption import EXIT_PREEMPTED, Preempted
 
 
 @dataclass
+class MergeConfig:
+    # Weight of the tuned model when it is averaged with its base (WiSE-FT): final = base +
+    # alpha * (tuned - base). 1: the tuned model as trained. Lower keeps more general search.
+    alpha: float = 1.0
+
+
+@dataclass
 class FineTuneConfig(run.RunConfig):
+    merge: MergeConfig = field(default_factory=MergeConfig)
     mixed_precision: str | None = None  # auto (bf16 where the hardware has it) | no | fp16 | bf16; None: as accelerate launch says
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -45,6 +55,8 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
     # Setup: accelerator and model first, so that a bad name fails before any folder is touched.
     acc = run.make_accelerator(cfg.mixed_precision, cfg.tracking, cfg.train.seed, cfg.cpu_threads)
     m = cfg.model
+    if adapt is not None and cfg.merge.alpha != 1.0:
+        raise CodetuneError(f"merge.alpha: {cfg.merge.alpha} applies to full fine-tuning; scale LoRA with lora.alpha instead")
     model = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device))
     dims = run.matryoshka_dims(cfg.loss, model)
     eval_dims = cfg.eval.dims or dims
@@ -54,7 +66,9 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
             data = load_training_data(cfg.data, run_dir, model=model)
         eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
         rows = data.train.to_list()
-        loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices)
+        loss_fn = MatryoshkaInfoNCE(
+            dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric
+        )
         if cfg.tracking.log_examples:
             tracker.log_examples(rows[:16])
 
@@ -62,6 +76,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         before = run.evaluate_base(model, eval_data, eval_dims, cfg.eval, acc, run_dir)
         if before and resume_from is None:
             run.log_eval(tracker, before, 0, "before")
+        base = snapshot(model) if cfg.merge.alpha != 1.0 else None
         if adapt is not None:
             adapt(model)
         trainer = Trainer(model, rows, loss_fn, cfg.train, acc, run_dir, tracker)
@@ -71,6 +86,8 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
             acc.print(str(stop))
             tracker.finish()
             return EXIT_PREEMPTED
+        if base is not None:
+            interpolate(model, base, cfg.merge.alpha)
         after = run.evaluate_main(model, eval_data, eval_dims, cfg.eval, acc)
         if after:
             run.log_eval(tracker, after, steps, "after")

@@ -44,6 +44,7 @@ class LossConfig:
     matryoshka_dims: list[int] = field(default_factory=list)  # empty: full dim and 512/256/128/64 below it
     matryoshka_weights: list[float] | None = None  # one per dim; None: all 1
     gather_across_devices: bool = True  # every process's documents are negatives for every query
+    symmetric: bool = False  # also score each document against every query (document -> query InfoNCE)
 
 
 @dataclass

@@ -59,6 +59,9 @@ class DataConfig:
     max_code_chars: int = 4000  # mining: longer functions are dropped (not truncated)
     hard_negatives: int = 0  # per query, mined with the model being trained; 0: off (costs one encoding pass)
     hard_negatives_window: list[int] = field(default_factory=lambda: [10, 50])  # ranks [start, stop) to take them from
+    # Training queries: "docstring" (the pairs' own), plus rows asking by "name" (split into words)
+    # and "short" (the summary as a search-box question); see trainer.data.queries.
+    query_forms: list[str] = field(default_factory=lambda: ["docstring"])
 
     def __post_init__(self) -> None:
         if self.max_train_pairs is not None and self.max_train_pairs < 1:
@@ -67,6 +70,9 @@ class DataConfig:
             raise CodetuneError(f"data.hard_negatives: {self.hard_negatives} must be 0 or more")
         if len(self.hard_negatives_window) != 2:
             raise CodetuneError(f"data.hard_negatives_window: {self.hard_negatives_window} must be two ranks")
+        from trainer.data.queries import check_forms
+
+        check_forms(self.query_forms)
         self.split_config()
         if self.hard_negatives:
             self.negatives_config()
@@ -137,6 +143,10 @@ def load_training_data(
         from trainer.data.negatives import mine_hard_negatives
 
         train = mine_hard_negatives(model, train, config.negatives_config())
+    if config.query_forms != ["docstring"]:
+        from trainer.data.queries import add_query_forms
+
+        train = add_query_forms(train, config.query_forms)
     if config.eval is not None:
         return TrainingData(train, Path(config.eval), config.eval_split)
     return TrainingData(train, _held_out_dir(held_out, Path(work_dir)))

