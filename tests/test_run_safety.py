@@ -114,6 +114,8 @@ def test_resume_never_unpickles_code_from_a_checkpoint(tiny_bert, tmp_path):
     (ckpt / "custom_checkpoint_0.pkl").write_bytes(pickle.dumps(_Exploit(marker)))
     launch(tiny_bert, out, *common, "resume_from_checkpoint=latest")  # step 2 -> 4
     assert not marker.exists()
+    # Steps 3 and 4 ran twice (after the checkpoint, then after the resume); the log has each once.
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
     from test_training import assert_same_weights
 
     assert_same_weights(weights(tmp_path / "straight"), weights(out), atol=1e-6)
@@ -159,3 +161,21 @@ def test_resume_with_other_hyperparameters_is_refused(tiny_bert, tmp_path):
     # What does not change the trajectory may change: logging and checkpoint cadence.
     launch(tiny_bert, out, "train.batch_size=8", "train.max_steps=2", "train.checkpoint_every=2",
            "train.log_every=2", "resume_from_checkpoint=latest")
+
+
+def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(tmp_path):
+    import fcntl
+
+    out = tmp_path / "run"
+    finished_run(out)
+    lock = (out / ".codetune-lock").open("a+")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a live run holds it
+    lock.write("12345")
+    lock.flush()
+    before = snapshot(out)
+    proc = recipe_cli(f"output_dir={out}", "overwrite=true", "data.source=/no/such/tree")
+    assert proc.returncode == 2 and "another run is using it (pid 12345)" in proc.stderr
+    assert snapshot(out) == before
+    lock.close()  # the run died: the kernel released its lock, and the file alone holds nothing
+    proc = recipe_cli(f"output_dir={out}", "resume_from_checkpoint=latest", "data.source=/no/such/tree")
+    assert "another run" not in proc.stderr and "data.source" in proc.stderr

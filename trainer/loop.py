@@ -236,6 +236,8 @@ class Trainer:
         """
         cfg, acc = self.cfg, self.accelerator
         start = self._resume(resume_from) if resume_from else 0
+        if start:
+            self.tracker.rewind(start)  # steps after the checkpoint were lost with the kill; they run again
         keys = text_keys(self.rows, cfg.hard_negatives)
         lengths = [len(r["positive"]) for r in self.rows] if cfg.group_by_length else None
         accum = cfg.gradient_accumulation_steps

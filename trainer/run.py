@@ -5,6 +5,7 @@ Recipes call these few functions in order; rank-zero work happens only here, at 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -71,6 +72,7 @@ class RunConfig:
 
 
 RUN_MARKER = ".codetune-run"  # written when codetune creates a run folder: only such a folder is ever replaced
+LOCK_FILE = ".codetune-lock"  # flock-ed by the live run; the kernel drops the lock when its process dies
 _RESULT_FILES = ("config.yaml", "log.jsonl", "eval.json", "eval_before.json", "checkpoints", "final")
 
 
@@ -84,6 +86,36 @@ def is_run_folder(path: Path) -> bool:
 def has_results(path: Path) -> bool:
     """A checkpoint or a final model: what makes a run worth protecting."""
     return latest_checkpoint(path) is not None or (path / "final" / "modules.json").is_file()
+
+
+def _holder(run_dir: Path) -> str | None:
+    """The pid recorded by a live run holding ``run_dir``'s lock, or None when no live run holds it."""
+    path = run_dir / LOCK_FILE
+    if not path.is_file():
+        return None
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            return f.read().strip() or "?"
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return None
+
+
+def _lock(run_dir: Path):
+    """Hold ``run_dir``'s lock for this process's life (the open file is the lock)."""
+    f = (run_dir / LOCK_FILE).open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise CodetuneError(f"output_dir {run_dir}: another run is using it (pid {_holder(run_dir)})") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 def _default_name(output_dir: str | None, recipe: str) -> Path:
@@ -100,6 +132,9 @@ def _check_folder(run_dir: Path, resume: str | None, overwrite: bool) -> bool:
         raise CodetuneError(f"output_dir {run_dir}: is a file, not a folder")
     if not any(run_dir.iterdir()):
         return False
+    pid = _holder(run_dir)
+    if pid is not None:
+        raise CodetuneError(f"output_dir {run_dir}: another run is using it (pid {pid}); wait for it or choose another output_dir")
     if not is_run_folder(run_dir):
         raise CodetuneError(
             f"output_dir {run_dir}: holds files that are not a codetune run; nothing was changed, choose another output_dir"
@@ -141,11 +176,14 @@ def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrit
         run_dir.mkdir(parents=True, exist_ok=True)
         if fresh:
             atomic_write_json(run_dir / RUN_MARKER, {"recipe": recipe, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    lock = _lock(run_dir) if acc.is_main_process else None
     acc.wait_for_everyone()
     try:
         yield run_dir
     except BaseException:
         # No barrier here: the other ranks may be the ones that failed.
+        if lock is not None:
+            lock.close()
         if acc.is_main_process and fresh and not has_results(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)
             if aside is not None:
@@ -153,6 +191,8 @@ def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrit
             elif existed:
                 run_dir.mkdir()  # the empty folder the user made stays
         raise
+    if lock is not None:
+        lock.close()
     if acc.is_main_process and aside is not None:
         if has_results(run_dir):
             shutil.rmtree(aside, ignore_errors=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from trainer.fileio import atomic_write_text
+
 
 @dataclass
 class TrackingConfig:
@@ -67,6 +69,15 @@ class Tracker:
             self.accelerator.log(metrics, step=step)
         if self.bar is not None and "loss" in metrics:
             self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+
+    def rewind(self, step: int) -> None:
+        """Drop JSONL lines logged after ``step``: a resumed run logs those steps again, once."""
+        if not self.main or not self.log_path.is_file():
+            return
+        lines = self.log_path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+        if len(kept) != len(lines):
+            atomic_write_text(self.log_path, "".join(line + "\n" for line in kept))
 
     def log_examples(self, rows: list[dict]) -> None:
         """Send example pairs to W&B as a table; only called when the user opted in."""
