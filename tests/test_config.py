@@ -72,3 +72,13 @@ def test_shipped_configs_load(recipe_config):
 
     cfg = load_config(LoraRecipeConfig, ["--config", str(root / "recipes" / "configs" / f"{recipe_config}.yaml")])
     assert cfg.train.batch_size > 0
+
+
+def test_yes_no_on_off_stay_strings():
+    """YAML 1.1 reads `no` as false; `mixed_precision=no` must mean the string "no"."""
+    from trainer.finetune import FineTuneConfig
+
+    cfg = load_config(FineTuneConfig, ["mixed_precision=no", "overwrite=true"])
+    assert cfg.mixed_precision == "no" and cfg.overwrite is True
+    with pytest.raises(CodetuneError, match="overwrite: expected true or false, got 'yes'"):
+        load_config(FineTuneConfig, ["overwrite=yes"])

@@ -179,3 +179,33 @@ def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(tmp_path):
     lock.close()  # the run died: the kernel released its lock, and the file alone holds nothing
     proc = recipe_cli(f"output_dir={out}", "resume_from_checkpoint=latest", "data.source=/no/such/tree")
     assert "another run" not in proc.stderr and "data.source" in proc.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 400 KB tmpfs: room for a run's small files, not for a checkpoint of the tiny model."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_temporary_folder(tiny_bert, tmp_path, small_disk):
+    from train_worker import fixture_rows
+
+    rows = tmp_path / "pairs.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in fixture_rows()))
+    out = small_disk / "run"
+    proc = recipe_cli(
+        f"model.name={tiny_bert}", "model.preset=bge", f"output_dir={out}", f"data.source={rows}",
+        f"data.eval={ROOT / 'tests' / 'fixtures' / 'beir_code'}", "loss.matryoshka_dims=[32,16]", "train.batch_size=8",
+        "train.max_steps=3", "train.checkpoint_every=1", "mixed_precision=no",
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.replace("\r", "\n").splitlines() if x.startswith("error:")]
+    assert line.startswith(f"error: checkpoint {out}/checkpoints/step-1: disk full (") and "MB free on" in line
+    assert "Traceback" not in proc.stderr
+    assert not list((out / "checkpoints").glob(".step-*")) if (out / "checkpoints").exists() else True

@@ -12,6 +12,7 @@ it loads ``custom_checkpoint_*.pkl`` with ``weights_only=False``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -46,14 +47,29 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep: in
     root = checkpoint_dir(run_dir)
     final = root / f"step-{step}"
     tmp = root / f".step-{step}.tmp"
-    if accelerator.is_main_process:
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps({**(state or {}), "step": step}))
+    except (OSError, RuntimeError) as err:
+        # torch and safetensors wrap ENOSPC in errors of their own ("iostream error", "unexpected
+        # pos"), so a full disk is also told by the space left while the partial folder still lies there.
+        free = shutil.disk_usage(root).free
+        need = sum(p.numel() * p.element_size() for m in getattr(accelerator, "_models", []) for p in m.parameters()) * 3
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({**(state or {}), "step": step}))
+        enospc = isinstance(err, OSError) and err.errno == errno.ENOSPC
+        if not (enospc or free < max(need, 2**20)):
+            raise
+        kept = latest_checkpoint(run_dir)
+        raise CodetuneError(
+            f"checkpoint {final}: disk full ({free / 2**20:.1f} MB free on {root}, a checkpoint needs about "
+            f"{need / 2**20:.1f} MB); {'the last checkpoint ' + str(kept) + ' is kept' if kept else 'no checkpoint was kept'}"
+        ) from None
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         atomic_write_text(root / "latest", final.name)

@@ -12,6 +12,7 @@ the file or flag. The resolved config is what a run saves next to its results.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -22,6 +23,19 @@ import yaml
 from trainer.errors import CodetuneError
 
 T = TypeVar("T")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with only true/false as booleans (YAML 1.2): ``mixed_precision=no`` stays the string "no"."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def split_argv(argv: list[str]) -> tuple[str | None, list[tuple[str, str]]]:
@@ -142,7 +156,7 @@ def load_config(cls: type[T], argv: list[str] | None = None, default_file: str |
         if not path.is_file():
             raise CodetuneError(f"--config {path}: file not found")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.load(path.read_text(), Loader=_Loader) or {}
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             line = f":{mark.line + 1}" if mark else ""
@@ -152,7 +166,7 @@ def load_config(cls: type[T], argv: list[str] | None = None, default_file: str |
         cfg = _build(cls, values, f"{path}: ", cfg)
     for key, raw in overrides:
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml.load(raw, Loader=_Loader) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         cfg = _build(cls, _nest(key, value), "override ", cfg)

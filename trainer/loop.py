@@ -249,46 +249,48 @@ class Trainer:
         self.model.train()
         self.tracker.progress(self.steps, start)
         last_saved = None
-        for step in range(start + 1, self.steps + 1):
-            t0 = time.perf_counter()
-            loss_sum, tokens, per_dim_sum = 0.0, 0, {}
-            for micro in range(accum):
-                queries, docs = self._texts(next(batches)[r * b : (r + 1) * b])
-                loss, per_dim, t = step_fn(queries, docs, 1.0 / accum, sync=micro == accum - 1)
-                loss_sum += loss.item() / accum
-                tokens += t
-                for dim, v in per_dim.items():
-                    per_dim_sum[dim] = per_dim_sum.get(dim, 0.0) + v.item() / accum
-            # One collective per step for the logged loss, throughput and the stop flag.
-            stats = torch.tensor([loss_sum, tokens, float(self.stop.requested())], device=acc.device)
-            stats = acc.reduce(stats, reduction="sum")
-            loss_mean = stats[0].item() / self.world
-            if not math.isfinite(loss_mean):
+        try:  # the bar ends its line before any error is printed
+            for step in range(start + 1, self.steps + 1):
+                t0 = time.perf_counter()
+                loss_sum, tokens, per_dim_sum = 0.0, 0, {}
+                for micro in range(accum):
+                    queries, docs = self._texts(next(batches)[r * b : (r + 1) * b])
+                    loss, per_dim, t = step_fn(queries, docs, 1.0 / accum, sync=micro == accum - 1)
+                    loss_sum += loss.item() / accum
+                    tokens += t
+                    for dim, v in per_dim.items():
+                        per_dim_sum[dim] = per_dim_sum.get(dim, 0.0) + v.item() / accum
+                # One collective per step for the logged loss, throughput and the stop flag.
+                stats = torch.tensor([loss_sum, tokens, float(self.stop.requested())], device=acc.device)
+                stats = acc.reduce(stats, reduction="sum")
+                loss_mean = stats[0].item() / self.world
+                if not math.isfinite(loss_mean):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    ckpt = f"; the last good checkpoint is {last_saved}" if last_saved else ""
+                    raise TrainingDiverged(f"loss is {loss_mean} at step {step}; weights were not updated{ckpt}")
+                grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                ckpt = f"; the last good checkpoint is {last_saved}" if last_saved else ""
-                raise TrainingDiverged(f"loss is {loss_mean} at step {step}; weights were not updated{ckpt}")
-            grad_norm = acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            dt = time.perf_counter() - t0
-            self.tracker.advance()
-            if step % cfg.log_every == 0 or step == self.steps or step == start + 1:
-                metrics = {
-                    "loss": loss_mean,
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
-                    "pairs_per_s": b * self.world * accum / dt,
-                    "tokens_per_s": stats[1].item() / dt,
-                }
-                # per-dim losses are this process's; close to the global mean, and free to log
-                metrics.update({f"loss/dim{dim}": v for dim, v in per_dim_sum.items()})
-                self.tracker.log(metrics, step)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.steps:
-                last_saved = self._save(step)
-            if stats[2].item() > 0:
-                if last_saved is None or not last_saved.name.endswith(f"-{step}"):
+                dt = time.perf_counter() - t0
+                self.tracker.advance()
+                if step % cfg.log_every == 0 or step == self.steps or step == start + 1:
+                    metrics = {
+                        "loss": loss_mean,
+                        "lr": self.scheduler.get_last_lr()[0],
+                        "grad_norm": float(grad_norm),
+                        "pairs_per_s": b * self.world * accum / dt,
+                        "tokens_per_s": stats[1].item() / dt,
+                    }
+                    # per-dim losses are this process's; close to the global mean, and free to log
+                    metrics.update({f"loss/dim{dim}": v for dim, v in per_dim_sum.items()})
+                    self.tracker.log(metrics, step)
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < self.steps:
                     last_saved = self._save(step)
-                raise Preempted(step, last_saved)
-        self.tracker.close_progress()
+                if stats[2].item() > 0:
+                    if last_saved is None or not last_saved.name.endswith(f"-{step}"):
+                        last_saved = self._save(step)
+                    raise Preempted(step, last_saved)
+        finally:
+            self.tracker.close_progress()
         return self.steps
