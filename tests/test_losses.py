@@ -95,3 +95,12 @@ def test_fill_negatives_tops_up_without_the_positive():
     assert out[2]["negatives"] == ["n", "n"]  # rows that had enough keep their own
     with pytest.raises(CodetuneError, match="distinct documents"):
         fill_negatives(rows[:2], 2, seed=0)
+
+
+def test_weights_and_temperature_are_checked_naming_the_key():
+    from trainer.errors import CodetuneError
+
+    with pytest.raises(CodetuneError, match=r"loss.matryoshka_weights: 2 weights for 3 dims \[32, 16, 8\]"):
+        MatryoshkaInfoNCE(dims=[32, 16, 8], weights=[1.0, 2.0])
+    with pytest.raises(CodetuneError, match="loss.temperature: 0.0 must be above 0"):
+        MatryoshkaInfoNCE(dims=[8], temperature=0.0)

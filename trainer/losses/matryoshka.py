@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from trainer.distributed import gather_with_grad, rank
+from trainer.errors import CodetuneError
 from trainer.losses.info_nce import info_nce
 
 
@@ -47,6 +48,14 @@ class MatryoshkaInfoNCE:
     temperature: float = 0.05
     gather: bool = True
     symmetric: bool = False
+
+    def __post_init__(self) -> None:
+        if self.weights is not None and len(self.weights) != len(self.dims):
+            raise CodetuneError(
+                f"loss.matryoshka_weights: {len(self.weights)} weights for {len(self.dims)} dims {self.dims}; give one per dim"
+            )
+        if not self.temperature > 0:
+            raise CodetuneError(f"loss.temperature: {self.temperature} must be above 0")
 
     def __call__(
         self, queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None
