@@ -70,6 +70,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, keep: in
             f"checkpoint {final}: disk full ({free / 2**20:.1f} MB free on {root}, a checkpoint needs about "
             f"{need / 2**20:.1f} MB); {'the last checkpoint ' + str(kept) + ' is kept' if kept else 'no checkpoint was kept'}"
         ) from None
+    if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         atomic_write_text(root / "latest", final.name)
