@@ -35,6 +35,7 @@ DIMS = [384, 256, 128, 64]
 def run_reference(args, out: Path) -> dict:
     """SentenceTransformerTrainer with MatryoshkaLoss(MultipleNegativesRankingLoss), no-duplicates batches."""
     import datasets
+    import torch
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
     from sentence_transformers.training_args import BatchSamplers
@@ -50,6 +51,7 @@ def run_reference(args, out: Path) -> dict:
     training_args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st"), per_device_train_batch_size=args.batch_size, max_steps=steps,
         num_train_epochs=args.ref_epochs, learning_rate=args.lr, warmup_ratio=0.1, bf16=args.precision == "bf16",
+        use_cpu=not torch.cuda.is_available(),
         batch_sampler=BatchSamplers.NO_DUPLICATES, report_to="none", save_strategy="no", logging_steps=10_000,
         seed=42, dataloader_drop_last=True,
     )
