@@ -73,14 +73,14 @@ class RunConfig:
 
 RUN_MARKER = ".codetune-run"  # written when codetune creates a run folder: only such a folder is ever replaced
 LOCK_FILE = ".codetune-lock"  # flock-ed by the live run; the kernel drops the lock when its process dies
-_RESULT_FILES = ("config.yaml", "log.jsonl", "eval.json", "eval_before.json", "checkpoints", "final")
+_RUN_OUTPUTS = ("log.jsonl", "eval.json", "eval_before.json", "checkpoints", "final")  # beside config.yaml in a run
 
 
 def is_run_folder(path: Path) -> bool:
     """True for a folder codetune made: it has the marker, or (runs from before the marker) a config and results."""
     if (path / RUN_MARKER).is_file():
         return True
-    return (path / "config.yaml").is_file() and any((path / name).exists() for name in _RESULT_FILES[1:])
+    return (path / "config.yaml").is_file() and any((path / name).exists() for name in _RUN_OUTPUTS)
 
 
 def has_results(path: Path) -> bool:
