@@ -2,12 +2,19 @@
 
 Only numbers are logged. Code and queries stay out of W&B (codebases are private) unless the user
 opts in with ``tracking.log_examples``.
+
+W&B is a view, ``log.jsonl`` the record: if W&B cannot start or fails mid-run (a bad key, no
+network), the run goes on with one warning and the JSONL log stays complete. A resumed run
+continues the same W&B run (its id is kept in the run folder) and sends it only steps it has not
+had: resume is exact, so the steps replayed after the checkpoint carry the values already sent.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,14 +57,29 @@ class Tracker:
         self.accelerator = accelerator
         self.main = accelerator.is_main_process
         self.log_path = run_dir / "log.jsonl"
-        self.wandb = uses_wandb(cfg)
+        self.wandb = uses_wandb(cfg) and self.main
         self.bar = None
+        # The last step W&B already has, from an earlier process on this run folder.
+        self.sent_through = max((r.get("step", 0) for r in self._records()), default=-1)
         if self.wandb:
             mode = wandb_mode(cfg.wandb)
             os.environ.setdefault("WANDB_SILENT", "true")
-            accelerator.init_trackers(
-                cfg.project, config=config, init_kwargs={"wandb": {"dir": str(run_dir), "mode": mode, "name": run_name}}
-            )
+            init = {"dir": str(run_dir), "mode": mode, "name": run_name, "id": _wandb_id(run_dir), "resume": "allow"}
+            try:
+                accelerator.init_trackers(cfg.project, config=config, init_kwargs={"wandb": init})
+            except Exception as e:  # noqa: BLE001 -- any W&B failure must not stop training
+                self._wandb_failed("could not start", e)
+
+    def _records(self) -> list[dict]:
+        if not self.main or not self.log_path.is_file():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def _wandb_failed(self, what: str, error: Exception) -> None:
+        self.wandb = False
+        reason = " ".join(str(error).split())[:200]
+        warnings.warn(f"W&B {what} ({type(error).__name__}: {reason}); training goes on, logging to {self.log_path} only",
+                      RuntimeWarning, stacklevel=3)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Append ``metrics`` at ``step`` to the JSONL log and W&B."""
@@ -65,8 +87,11 @@ class Tracker:
             return
         with self.log_path.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
-        if self.wandb:
-            self.accelerator.log(metrics, step=step)
+        if self.wandb and step > self.sent_through:
+            try:
+                self.accelerator.log(metrics, step=step)
+            except Exception as e:  # noqa: BLE001
+                self._wandb_failed("stopped logging", e)
         if self.bar is not None and "loss" in metrics:
             self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
 
@@ -81,11 +106,14 @@ class Tracker:
 
     def log_examples(self, rows: list[dict]) -> None:
         """Send example pairs to W&B as a table; only called when the user opted in."""
-        if self.main and self.wandb:
+        if self.wandb and self.sent_through < 0:
             import wandb
 
             table = wandb.Table(columns=["query", "code"], data=[[r["query"], r["positive"]] for r in rows])
-            self.accelerator.log({"examples": table})
+            try:
+                self.accelerator.log({"examples": table})
+            except Exception as e:  # noqa: BLE001
+                self._wandb_failed("stopped logging", e)
 
     def progress(self, total: int, initial: int) -> None:
         """Start the progress bar of the training steps (main process only)."""
@@ -104,4 +132,16 @@ class Tracker:
     def finish(self) -> None:
         self.close_progress()
         if self.wandb:
-            self.accelerator.end_training()
+            try:
+                self.accelerator.end_training()
+            except Exception as e:  # noqa: BLE001
+                self._wandb_failed("could not finish", e)
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """This run folder's W&B run id: made on the first start, read back on every resume."""
+    path = run_dir / "wandb" / "codetune-run-id"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, uuid.uuid4().hex[:12])
+    return path.read_text().strip()
