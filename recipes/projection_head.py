@@ -19,6 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from trainer.preemption import EXIT_PREEMPTED, StopRequest  # noqa: E402
+
+StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take seconds
+
 from trainer import run  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.data import load_training_data  # noqa: E402
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(ProjectionHeadConfig, argv, DEFAULT_CONFIG)
 
     # Setup: one process (the head trains in seconds), the frozen encoder, then the run folder and data.
-    acc = run.make_accelerator(None, cfg.tracking, cfg.head.seed, cfg.cpu_threads)
+    acc = run.make_accelerator(None, cfg.tracking, cfg.head.seed, cfg.cpu_threads, cfg.collective_timeout_s)
     if acc.num_processes > 1:
         raise CodetuneError("projection_head: runs in one process; launch it without --num_processes")
     m = cfg.model
@@ -66,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # Encode once (cached across runs), then train the head on the cached embeddings.
         before = run.evaluate_main(base, eval_data, cfg.eval.dims or dims, cfg.eval, acc)
+        if StopRequest().requested():  # the head trains in seconds: nothing worth a checkpoint yet
+            tracker.finish()
+            print("stopped on request before the head was trained; nothing to save: rerun the same command")
+            return EXIT_PREEMPTED
         queries, hit_q = cached_encode(base, [r["query"] for r in rows], "query", cfg.eval.batch_size)  # (N, D)
         positives, hit_p = cached_encode(base, [r["positive"] for r in rows], "document", cfg.eval.batch_size)  # (N, D)
         print(f"embeddings: {'from cache' if hit_q and hit_p else 'encoded and cached'}")

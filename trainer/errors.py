@@ -16,10 +16,17 @@ class CodetuneError(Exception):
     """A problem with the user's input: config, flags, files or model spec."""
 
 
+class RunFailed(Exception):
+    """The run cannot go on for a reason outside the user's input (e.g. another process died): exit 1."""
+
+
 def cli_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Run a CLI ``main`` and turn a :class:`CodetuneError` into one line on stderr and exit code 2."""
+    """Run a CLI ``main``; a :class:`CodetuneError` is one line on stderr and exit 2, a :class:`RunFailed` one line and exit 1."""
     try:
         return main(argv) or 0
     except CodetuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1

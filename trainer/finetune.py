@@ -21,7 +21,7 @@ from trainer.loop import TrainConfig, Trainer
 from trainer.losses import MatryoshkaInfoNCE
 from trainer.models import load_model
 from trainer.models.merge import interpolate, snapshot
-from trainer.preemption import EXIT_PREEMPTED, Preempted
+from trainer.preemption import EXIT_PREEMPTED, Preempted, StopRequest
 
 
 @dataclass
@@ -52,8 +52,9 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         export: given the trained model and run folder, returns the model to save as ``final/``
             (e.g. with LoRA merged), after saving anything else it wants there.
     """
+    stop = StopRequest()  # a stop request during setup is honoured at the first step, not fatal
     # Setup: accelerator and model first, so that a bad name fails before any folder is touched.
-    acc = run.make_accelerator(cfg.mixed_precision, cfg.tracking, cfg.train.seed, cfg.cpu_threads)
+    acc = run.make_accelerator(cfg.mixed_precision, cfg.tracking, cfg.train.seed, cfg.cpu_threads, cfg.collective_timeout_s)
     m = cfg.model
     if adapt is not None and cfg.merge.alpha != 1.0:
         raise CodetuneError(f"merge.alpha: {cfg.merge.alpha} applies to full fine-tuning; scale LoRA with lora.alpha instead")
@@ -79,7 +80,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         base = snapshot(model) if cfg.merge.alpha != 1.0 else None
         if adapt is not None:
             adapt(model)
-        trainer = Trainer(model, rows, loss_fn, cfg.train, acc, run_dir, tracker)
+        trainer = Trainer(model, rows, loss_fn, cfg.train, acc, run_dir, tracker, stop)
         try:
             steps = trainer.fit(resume_from)
         except Preempted as stop:

@@ -28,7 +28,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.data.sampler import plan_batches, text_keys
-from trainer.errors import CodetuneError
+from trainer.errors import CodetuneError, RunFailed
 from trainer.losses import MatryoshkaInfoNCE
 from trainer.models.forward import PairEncoder, count_tokens, tokenize
 from trainer.preemption import Preempted, StopRequest
@@ -133,6 +133,7 @@ class Trainer:
         accelerator: Accelerator,
         run_dir: Path,
         tracker: Tracker,
+        stop: StopRequest | None = None,
     ):
         if cfg.hard_negatives is None:
             cfg = replace(cfg, hard_negatives=max((len(r.get("negatives") or []) for r in rows), default=0))
@@ -151,7 +152,7 @@ class Trainer:
         self.scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.steps), self.steps)
         self.model, self.optimizer = accelerator.prepare(PairEncoder(model), optimizer)
         self.params = params
-        self.stop = StopRequest()
+        self.stop = stop or StopRequest()  # the recipe's, watching since before setup
 
     # -- one contrastive batch -------------------------------------------------------------
 
@@ -249,6 +250,7 @@ class Trainer:
         self.model.train()
         self.tracker.progress(self.steps, start)
         last_saved = None
+        step = start
         try:  # the bar ends its line before any error is printed
             for step in range(start + 1, self.steps + 1):
                 t0 = time.perf_counter()
@@ -291,6 +293,19 @@ class Trainer:
                     if last_saved is None or not last_saved.name.endswith(f"-{step}"):
                         last_saved = self._save(step)
                     raise Preempted(step, last_saved)
+        except RuntimeError as err:
+            if self.world > 1 and _peer_lost(err):
+                ckpt = f"resume_from_checkpoint=latest continues from {last_saved or 'the last checkpoint'}"
+                raise RunFailed(f"step {step}: lost contact with another process (it died, or its node did): {ckpt}") from err
+            raise
         finally:
             self.tracker.close_progress()
         return self.steps
+
+
+def _peer_lost(err: RuntimeError) -> bool:
+    """A collective failed because a peer went away (gloo and NCCL raise plain RuntimeErrors)."""
+    text = str(err)
+    return isinstance(err, torch.distributed.DistError) or any(
+        k in text for k in ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL", "Timed out")
+    )

@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, broadcast_object_list, set_seed
 from sentence_transformers import SentenceTransformer
 
 from trainer.checkpoint import export_model, latest_checkpoint, resolve_resume
@@ -63,6 +64,9 @@ class RunConfig:
     # CPU only: threads per process; None: this machine's cores shared among its processes
     # (plain `accelerate launch` pins every process to 1 thread, half of a 2-core machine).
     cpu_threads: int | None = None
+    # Longest wait in one collective before a process gives up: bounds the hang when a peer dies
+    # (a dead node, an OOM kill). Work done by rank 0 alone (e.g. evaluation) must fit in it.
+    collective_timeout_s: int = 1800
     resume_from_checkpoint: str | None = None  # latest | auto | a checkpoint folder
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -237,9 +241,15 @@ def use_cpu_threads(threads: int | None) -> int:
 
 
 def make_accelerator(
-    mixed_precision: str | None, tracking: TrackingConfig, seed: int, cpu_threads: int | None = None
+    mixed_precision: str | None,
+    tracking: TrackingConfig,
+    seed: int,
+    cpu_threads: int | None = None,
+    collective_timeout_s: int = 1800,
 ) -> Accelerator:
     """The accelerator (devices, DDP, precision from ``accelerate launch`` unless overridden)."""
+    if collective_timeout_s < 1:
+        raise CodetuneError(f"collective_timeout_s: {collective_timeout_s} must be at least 1 second")
     mixed_precision = resolve_precision(mixed_precision)
     if not torch.cuda.is_available():
         use_cpu_threads(cpu_threads)
@@ -248,15 +258,19 @@ def make_accelerator(
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     # Unused parameters are normal here: BERT's pooler, the other route of a Router model.
     ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    group = InitProcessGroupKwargs(timeout=timedelta(seconds=collective_timeout_s))
     acc = Accelerator(
-        mixed_precision=mixed_precision, cpu=cpu, log_with="wandb" if uses_wandb(tracking) else None, kwargs_handlers=[ddp]
+        mixed_precision=mixed_precision,
+        cpu=cpu,
+        log_with="wandb" if uses_wandb(tracking) else None,
+        kwargs_handlers=[ddp, group],
     )
     set_seed(seed + acc.process_index)  # different dropout per process; DDP syncs the weights
     return acc
 
 
 # Keys that do not change what a run computes: a resume may change them freely.
-RESUME_FREE_KEYS = ("output_dir", "overwrite", "resume_from_checkpoint", "cpu_threads", "tracking.", "eval.",
+RESUME_FREE_KEYS = ("output_dir", "overwrite", "resume_from_checkpoint", "cpu_threads", "collective_timeout_s", "tracking.", "eval.",
                     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints")
 
 
