@@ -19,6 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from trainer.preemption import StopRequest  # noqa: E402
+
+StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take seconds
+
 from trainer.config import load_config  # noqa: E402
 from trainer.errors import cli_main  # noqa: E402
 from trainer.finetune import FineTuneConfig, fine_tune  # noqa: E402
