@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from trainer.errors import CodetuneError
 from trainer.retrieval import encode, normalize_truncate, top_k
 from trainer.search import build_index, export_chroma, load_index, main, search
 
+ROOT = Path(__file__).resolve().parents[1]
 CODE_TREE = Path(__file__).parent / "fixtures" / "code_tree"
 QUERIES = ["parse the port number", "load the configuration file", "save the user config", "top customers by orders"]
 
@@ -65,6 +67,15 @@ def test_index_and_query_find_the_function_at_its_line(index, model, capsys):
 
     assert main(["query", str(index), "parse the port number", "-k", "1"]) == 0
     assert "pkg/config.py:24" in capsys.readouterr().out
+
+
+def test_query_json_is_the_only_thing_on_stdout(index):
+    """Through the real CLI, with W&B offline: transformers prints a notice on import that must not land there."""
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "trainer.search", "query", str(index), "parse the port number", "--json", "-k", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [h["name"] for h in json.loads(proc.stdout)][0] == "parse_port"
 
 
 def test_reindex_encodes_only_the_changed_file(tree, index, model):

@@ -22,6 +22,7 @@ and encodes only the rest. Every file is replaced atomically and the manifest is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -474,8 +475,11 @@ def main(argv: list[str] | None = None) -> int:
     qry.add_argument("--json", action="store_true", help="print the hits as JSON")
     args = parser.parse_args(argv)
 
-    # Imports that pull in torch come after argument parsing so --help is instant.
-    from trainer.models import load_model
+    # --json: stdout is for the JSON alone; libraries print notices there (transformers prints
+    # "[INFO] Running in WANDB offline mode" on import), so those go to stderr.
+    to_stderr = contextlib.redirect_stdout(sys.stderr) if getattr(args, "json", False) else contextlib.nullcontext()
+    with to_stderr:  # imports that pull in torch come after argument parsing so --help is instant
+        from trainer.models import load_model
 
     if args.command == "index":
         if args.store is None and (args.chroma_path or args.chroma_url or args.collection):
@@ -495,10 +499,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.k < 1:
         raise CodetuneError(f"-k {args.k}: must be at least 1")
-    index = load_index(args.index)
-    index.check_model(args.model, args.dim)
-    model = load_model(index.model_spec)
-    hits = search(index, [args.query], model, k=args.k)[0]
+    with to_stderr:
+        index = load_index(args.index)
+        index.check_model(args.model, args.dim)
+        model = load_model(index.model_spec)
+        hits = search(index, [args.query], model, k=args.k)[0]
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
     else:
