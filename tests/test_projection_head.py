@@ -76,3 +76,16 @@ def test_training_forward_routes_queries_through_the_head(tiny_bert):
         with torch.no_grad():
             ours = embed(model, tokenize(model, texts, kind, model.device), kind)
         torch.testing.assert_close(ours, encode(texts, convert_to_tensor=True), atol=1e-5, rtol=1e-5)
+
+
+def test_a_head_batch_the_rows_cannot_fill_is_an_error_not_a_run_that_trains_nothing():
+    from trainer.data.sampler import text_keys
+    from trainer.errors import CodetuneError
+    from trainer.losses import MatryoshkaInfoNCE
+    from trainer.models.projection import fit_query_head
+
+    rows = [{"query": "the same question", "positive": f"def f{i}(): pass"} for i in range(6)]
+    emb = torch.randn(6, 8)
+    loss_fn = MatryoshkaInfoNCE([8], None, 0.05, gather=False)
+    with pytest.raises(CodetuneError, match="head.batch_size: 64"):
+        fit_query_head(QueryHead(8, 4), emb, emb, text_keys(rows, 0), loss_fn, 1, 64, 1e-3, 0.0, 0)

@@ -141,3 +141,26 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_bert, tmp_path):
     assert "loss is nan at step 3" in proc.stderr and "checkpoints/step-2" in proc.stderr
     assert (out / "checkpoints" / "latest").read_text() == "step-2"
     assert [r["step"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())] == [1, 2]
+
+
+def test_a_batch_the_rows_cannot_fill_fails_early_naming_the_cause_and_a_size_that_works():
+    """Shared hard negatives, not the row count, limit the batch (the README flow on a small package)."""
+    import re
+    from dataclasses import replace
+
+    from trainer.errors import CodetuneError
+    from trainer.loop import TrainConfig, check_batches
+
+    n = 20
+    rows = [{"query": f"q{i}", "positive": f"p{i}", "negatives": [f"p{(i + k) % n}" for k in (1, 2, 3)]} for i in range(n)]
+    cfg = TrainConfig(batch_size=8, hard_negatives=3)
+    with pytest.raises(CodetuneError) as err:
+        check_batches(rows, cfg, world=1)
+    message = str(err.value)
+    assert "20 rows whose 3 hard negatives each overlap" in message
+    largest = int(re.search(r"train\.batch_size=(\d+)", message).group(1))
+    assert 2 <= largest < 8
+    check_batches(rows, replace(cfg, batch_size=largest), world=1)  # the size it names works
+    with pytest.raises(CodetuneError):
+        check_batches(rows, replace(cfg, batch_size=largest + 1), world=1)
+    check_batches(rows, replace(cfg, batch_size=8, hard_negatives=0), world=1)  # without negatives 8 of 20 fit

@@ -17,7 +17,7 @@ from trainer import run
 from trainer.data import load_training_data
 from trainer.data.beir import load_beir
 from trainer.errors import CodetuneError
-from trainer.loop import TrainConfig, Trainer
+from trainer.loop import TrainConfig, Trainer, check_batches
 from trainer.losses import MatryoshkaInfoNCE
 from trainer.models import load_model
 from trainer.models.merge import interpolate, snapshot
@@ -67,6 +67,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
             data = load_training_data(cfg.data, run_dir, model=model)
         eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
         rows = data.train.to_list()
+        check_batches(rows, cfg.train, acc.num_processes)  # before the base evaluation, not after it
         loss_fn = MatryoshkaInfoNCE(
             dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric
         )

@@ -113,6 +113,43 @@ def fill_negatives(rows: list[dict], h: int, seed: int) -> tuple[list[dict], int
     return out, filled
 
 
+def with_negatives(rows: list[dict], cfg: TrainConfig) -> tuple[list[dict], TrainConfig, int]:
+    """Rows with exactly ``cfg.hard_negatives`` negatives each (None: as many as the data has), the
+    config with that number, and how many negatives were filled in (see :func:`fill_negatives`)."""
+    if cfg.hard_negatives is None:
+        cfg = replace(cfg, hard_negatives=max((len(r.get("negatives") or []) for r in rows), default=0))
+    if cfg.hard_negatives == 0:
+        return rows, cfg, 0
+    rows, filled = fill_negatives(rows, cfg.hard_negatives, cfg.seed)
+    return rows, cfg, filled
+
+
+def check_batches(rows: list[dict], cfg: TrainConfig, world: int) -> None:
+    """Fail before any expensive step when the rows cannot fill one contrastive batch.
+
+    A batch may not hold a text twice (a repeated document would be its own false negative), so
+    each row's query, positive and hard negatives must be new to it: with shared negatives the
+    limit is far below the number of rows. The error names the largest batch that works.
+
+    Raises:
+        CodetuneError: naming the real cause and the largest ``train.batch_size`` that works.
+    """
+    rows, cfg, _ = with_negatives(rows, cfg)
+    keys = text_keys(rows, cfg.hard_negatives)
+    if plan_batches(keys, cfg.batch_size * world, cfg.seed, 0):
+        return
+    lo, hi = 0, cfg.batch_size  # largest per-process batch with a plan: lo works, hi does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if plan_batches(keys, mid * world, cfg.seed, 0) else (lo, mid)
+    cause = f"{len(rows)} rows"
+    if cfg.hard_negatives:
+        cause += f" whose {cfg.hard_negatives} hard negatives each overlap (no text may appear twice in a batch)"
+    per = f" per process ({world} processes)" if world > 1 else ""
+    fix = f"the largest that works is train.batch_size={lo}{per}" if lo >= 2 else "add data"
+    raise CodetuneError(f"train.batch_size: {cfg.batch_size}{per} is more than {cause} can fill; {fix}")
+
+
 def total_steps(cfg: TrainConfig, n_rows: int, world: int) -> int:
     """Optimizer steps of the run: ``max_steps``, or ``epochs`` worth of full batches."""
     if cfg.max_steps > 0:
@@ -135,12 +172,9 @@ class Trainer:
         tracker: Tracker,
         stop: StopRequest | None = None,
     ):
-        if cfg.hard_negatives is None:
-            cfg = replace(cfg, hard_negatives=max((len(r.get("negatives") or []) for r in rows), default=0))
-        if cfg.hard_negatives > 0:
-            rows, filled = fill_negatives(rows, cfg.hard_negatives, cfg.seed)
-            if filled:
-                accelerator.print(f"train.hard_negatives={cfg.hard_negatives}: {filled} missing ones filled with random documents")
+        rows, cfg, filled = with_negatives(rows, cfg)
+        if filled:
+            accelerator.print(f"train.hard_negatives={cfg.hard_negatives}: {filled} missing ones filled with random documents")
         self.rows, self.cfg, self.accelerator, self.run_dir, self.tracker = rows, cfg, accelerator, run_dir, tracker
         self.module = model
         self.loss_fn = loss_fn

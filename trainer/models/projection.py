@@ -97,6 +97,11 @@ def fit_query_head(
     curve = []
     for epoch in range(epochs):
         total, batches = 0.0, plan_batches(keys, min(batch_size, len(keys)), seed, epoch)
+        if not batches:
+            raise CodetuneError(
+                f"head.batch_size: {batch_size}: the {len(keys)} training rows cannot fill one batch without "
+                "repeating a text; use a smaller head.batch_size or more data"
+            )
         for idx in batches:
             loss, _ = loss_fn(head(queries[idx]), positives[idx])
             optimizer.zero_grad(set_to_none=True)
