@@ -46,6 +46,16 @@ class HeadSettings:
     weight_decay: float = 0.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("rank", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise CodetuneError(f"head.{name}: {getattr(self, name)} must be 0 or more")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise CodetuneError(f"head.{name}: {getattr(self, name)} must be at least 1")
+        if not self.lr > 0:
+            raise CodetuneError(f"head.lr: {self.lr} must be above 0")
+
 
 @dataclass
 class ProjectionHeadConfig(run.RunConfig):
@@ -60,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if acc.num_processes > 1:
         raise CodetuneError("projection_head: runs in one process; launch it without --num_processes")
     m = cfg.model
+    cfg.data.check_paths()
     base = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device)).eval()
     dims = run.matryoshka_dims(cfg.loss, base)
+    loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)
     with run.run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         _, tracker = run.start(cfg, run_dir, acc)
         data = load_training_data(cfg.data, run_dir, model=base)
@@ -78,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         positives, hit_p = cached_encode(base, [r["positive"] for r in rows], "document", cfg.eval.batch_size)  # (N, D)
         print(f"embeddings: {'from cache' if hit_q and hit_p else 'encoded and cached'}")
         head = QueryHead(queries.shape[1], cfg.head.rank)
-        loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)
         h = cfg.head
         t0 = time.perf_counter()
         curve = fit_query_head(head, queries, positives, text_keys(rows, 0), loss_fn, h.epochs, h.batch_size, h.lr, h.weight_decay, h.seed)

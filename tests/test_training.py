@@ -164,3 +164,27 @@ def test_a_batch_the_rows_cannot_fill_fails_early_naming_the_cause_and_a_size_th
     with pytest.raises(CodetuneError):
         check_batches(rows, replace(cfg, batch_size=largest + 1), world=1)
     check_batches(rows, replace(cfg, batch_size=8, hard_negatives=0), world=1)  # without negatives 8 of 20 fit
+
+
+def launch_data_worker(source, out, processes=2):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(Path(__file__).parent / "data_worker.py"), str(source), str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_two_processes_mine_a_tree_once_and_hold_identical_rows(tmp_path):
+    tree = Path(__file__).parent / "fixtures" / "code_tree"
+    proc = launch_data_worker(tree, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "mined.log").read_text().splitlines() == ["mined"]  # rank 0 only
+    rows0, rows1 = (json.loads((tmp_path / f"rows-{r}.json").read_text()) for r in (0, 1))
+    assert rows0 and rows0 == rows1
+
+
+def test_a_bad_source_under_two_processes_ends_every_rank_with_its_one_line(tmp_path):
+    proc = launch_data_worker(tmp_path / "no-such-tree", tmp_path)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: data.source")]
+    assert len(errors) == 2, proc.stderr[-3000:]  # each rank says it, none waits for the collective timeout

@@ -14,7 +14,6 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from trainer import run
-from trainer.data import load_training_data
 from trainer.data.beir import load_beir
 from trainer.errors import CodetuneError
 from trainer.loop import TrainConfig, Trainer, check_batches
@@ -58,19 +57,19 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
     m = cfg.model
     if adapt is not None and cfg.merge.alpha != 1.0:
         raise CodetuneError(f"merge.alpha: {cfg.merge.alpha} applies to full fine-tuning; scale LoRA with lora.alpha instead")
+    cfg.data.check_paths()
     model = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device))
     dims = run.matryoshka_dims(cfg.loss, model)
     eval_dims = cfg.eval.dims or dims
+    loss_fn = MatryoshkaInfoNCE(
+        dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric
+    )
     with run.run_folder(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc)
-        with acc.main_process_first():  # rank 0 mines and caches; the others read the cache
-            data = load_training_data(cfg.data, run_dir, model=model)
+        data = run.load_data_once(cfg.data, run_dir, model, acc)
         eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
         rows = data.train.to_list()
         check_batches(rows, cfg.train, acc.num_processes)  # before the base evaluation, not after it
-        loss_fn = MatryoshkaInfoNCE(
-            dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric
-        )
         if cfg.tracking.log_examples:
             tracker.log_examples(rows[:16])
 

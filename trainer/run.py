@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, broadcast_object_list, set_seed
@@ -23,9 +24,9 @@ from sentence_transformers import SentenceTransformer
 
 from trainer.checkpoint import export_model, latest_checkpoint, resolve_resume
 from trainer.config import save_config, to_dict
-from trainer.data import DataConfig
+from trainer.data import DataConfig, TrainingData, load_training_data
 from trainer.data.beir import BeirData
-from trainer.errors import CodetuneError
+from trainer.errors import CodetuneError, RunFailed
 from trainer.evaluator import default_dims, evaluate, resolve_dims
 from trainer.fileio import atomic_write_json
 from trainer.tables import before_after_table, print_table
@@ -171,6 +172,7 @@ def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrit
     existed = run_dir.exists()
     fresh = replace or not existed or not any(run_dir.iterdir())
     aside = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}") if replace else None
+    new_parents = [d for d in run_dir.absolute().parents if not d.exists()]  # deepest first; removed with a failed setup
     acc.wait_for_everyone()
     if acc.is_main_process:
         if aside is not None:
@@ -194,6 +196,11 @@ def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrit
                 aside.rename(run_dir)
             elif existed:
                 run_dir.mkdir()  # the empty folder the user made stays
+            for parent in new_parents:
+                try:
+                    parent.rmdir()  # only if empty: another run may have started there meanwhile
+                except OSError:
+                    break
         raise
     if lock is not None:
         lock.close()
@@ -203,6 +210,36 @@ def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrit
         else:
             shutil.rmtree(run_dir, ignore_errors=True)
             aside.rename(run_dir)
+
+
+def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, acc: Accelerator) -> TrainingData:
+    """The main process reads, mines, filters and splits the data; every other process receives its rows.
+
+    Nothing is mined, encoded or written twice (one writer of ``run_dir/data``, even across nodes
+    on a shared filesystem), and every rank holds identical rows by construction rather than by
+    independent encodes agreeing. An error on the main process is sent to the others, so every
+    rank ends with the same one line instead of waiting in a collective for a peer that is gone.
+    """
+    payload: list = [None]
+    failure = None
+    if acc.is_main_process:
+        try:
+            data = load_training_data(cfg, run_dir, model=model)
+            if acc.num_processes > 1:
+                payload = [(data.train.to_dict(), data.train.features, data.eval_dir, data.eval_split)]
+        except Exception as err:  # noqa: BLE001 -- the others must hear of any failure, then it is re-raised
+            failure = err
+            payload = [err if isinstance(err, CodetuneError) else RunFailed(f"the main process failed preparing the data: {err}")]
+    if acc.num_processes > 1:
+        broadcast_object_list(payload)  # between this job's own processes
+    if failure is not None:
+        raise failure
+    if isinstance(payload[0], Exception):
+        raise payload[0]
+    if acc.is_main_process:
+        return data
+    columns, features, eval_dir, split = payload[0]
+    return TrainingData(datasets.Dataset.from_dict(columns, features=features), eval_dir, split)
 
 
 def bf16_supported() -> bool:

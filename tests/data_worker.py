@@ -1,0 +1,41 @@
+"""Prepare training data under `accelerate launch` and dump what each rank holds; launched by tests.
+
+    accelerate launch --multi_gpu --num_processes 2 tests/data_worker.py SOURCE OUT_DIR
+
+Writes OUT_DIR/rows-<rank>.json and appends one line to OUT_DIR/mined.log per mining pass.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import trainer.data.mining as mining  # noqa: E402
+from trainer import run  # noqa: E402
+from trainer.data import DataConfig  # noqa: E402
+from trainer.errors import cli_main  # noqa: E402
+from trainer.tracking import TrackingConfig  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    source, out = sys.argv[1], Path(sys.argv[2])
+    real = mining.mine
+
+    def counted(*args, **kwargs):
+        with (out / "mined.log").open("a") as f:
+            f.write("mined\n")
+        return real(*args, **kwargs)
+
+    mining.mine = counted
+    acc = run.make_accelerator("no", TrackingConfig(wandb="disabled"), seed=0)
+    run_dir = out / "run"
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    data = run.load_data_once(DataConfig(source=source, test_fraction=0.5, seed=3), run_dir, None, acc)
+    (out / f"rows-{acc.process_index}.json").write_text(json.dumps(data.train.to_list()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

@@ -1,0 +1,72 @@
+"""Every bad input through the real command line: one line on stderr, exit status 2, nothing written.
+
+One row per category of the input probe (config, model, data, dims, evaluation set, index,
+compare); signals are in tests/test_stop.py. Each command runs in an empty working folder and
+points its outputs there, so "nothing written" is checked by that folder staying empty.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BEIR = Path(__file__).parent / "fixtures" / "beir_code"
+RECIPE = str(ROOT / "recipes" / "matryoshka.py")
+HEAD = str(ROOT / "recipes" / "projection_head.py")
+
+
+def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
+    """(id, argv after python, text the error line must contain); ``tmp`` holds the inputs."""
+    (tmp / "bad.jsonl").write_text('{"query": "x"}\n')  # no positive column
+    (tmp / "run" / "final").mkdir(parents=True, exist_ok=True)  # a run folder without eval.json
+    run = ["output_dir=out/run"]
+    return [
+        ("config: value of the wrong type", [RECIPE, *run, "train.lr=abc"], "train.lr"),
+        ("config: unknown key", [RECIPE, *run, "train.learning_rate=1e-4"], "train.learning_rate"),
+        ("config: unknown section", [RECIPE, *run, "optim.lr=1"], "optim"),
+        ("config: missing file", [RECIPE, *run, "--config", "nope.yaml"], "nope.yaml"),
+        ("config: negative temperature", [RECIPE, *run, "loss.temperature=-1"], "loss.temperature"),
+        ("config: weights shorter than dims", [RECIPE, *run, "loss.matryoshka_weights=[1,1]"], "loss.matryoshka_weights"),
+        ("config: collective timeout", [RECIPE, *run, "collective_timeout_s=0"], "collective_timeout_s"),
+        ("model: no such folder or name", [RECIPE, *run, "model.name=./no-such-model"], "no-such-model"),
+        ("data: no such source", [RECIPE, *run, "data.source=./no/such/tree"], "data.source"),
+        ("data: rows without a positive", [RECIPE, *run, f"data.source={tmp / 'bad.jsonl'}"], "positive"),
+        ("dims: larger than the model", [RECIPE, *run, "loss.matryoshka_dims=[999]"], "matryoshka_dims"),
+        ("evaluation set: missing folder", [RECIPE, *run, "data.eval=./no-beir"], "data.eval"),
+        ("head: negative rank", [HEAD, *run, "head.rank=-1"], "head.rank"),
+        ("evaluate: missing set", ["-m", "trainer.evaluate", "--data", "./no-beir", "--output", "out/r.json"], "no-beir"),
+        ("evaluate: dim too large", ["-m", "trainer.evaluate", "--data", str(BEIR), "--dims", "999", "--output", "out/r.json"], "999"),
+        ("mine: missing tree", ["-m", "trainer.data", "mine", "./no-src", "--out", "out/mined"], "no-src"),
+        ("index: missing index", ["-m", "trainer.search", "query", "./no-index", "a question"], "no-index"),
+        ("index: k below 1", ["-m", "trainer.search", "query", "./no-index", "q", "-k", "0"], "-k"),
+        ("compare: run without results", ["-m", "trainer.compare", str(tmp / "run")], "eval.json"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("inputs")
+
+
+def _ids() -> list[str]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return [c[0] for c in _cases(Path(tmp))]
+
+
+@pytest.mark.parametrize("case", _ids())
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, inputs, tmp_path):
+    (_, argv, needle), = [c for c in _cases(inputs) if c[0] == case]
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    # Progress bars (a model load before a dims check) are progress, not messages.
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not re.search(r"\d+%\|", line)]
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a failed command left files behind"
