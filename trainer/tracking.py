@@ -65,21 +65,22 @@ class Tracker:
             mode = wandb_mode(cfg.wandb)
             os.environ.setdefault("WANDB_SILENT", "true")
             init = {"dir": str(run_dir), "mode": mode, "name": run_name, "id": _wandb_id(run_dir), "resume": "allow"}
-            try:
-                accelerator.init_trackers(cfg.project, config=config, init_kwargs={"wandb": init})
-            except Exception as e:  # noqa: BLE001 -- any W&B failure must not stop training
-                self._wandb_failed("could not start", e)
+            self._wandb_call("could not start", accelerator.init_trackers, cfg.project, config=config, init_kwargs={"wandb": init})
 
     def _records(self) -> list[dict]:
         if not self.main or not self.log_path.is_file():
             return []
         return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
 
-    def _wandb_failed(self, what: str, error: Exception) -> None:
-        self.wandb = False
-        reason = " ".join(str(error).split())[:200]
-        warnings.warn(f"W&B {what} ({type(error).__name__}: {reason}); training goes on, logging to {self.log_path} only",
-                      RuntimeWarning, stacklevel=3)
+    def _wandb_call(self, what: str, fn, *args, **kwargs) -> None:
+        """``fn(*args, **kwargs)``; if W&B fails, one warning and W&B is off for the rest of the run."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 -- any W&B failure must not stop training
+            self.wandb = False
+            reason = " ".join(str(error).split())[:200]
+            warnings.warn(f"W&B {what} ({type(error).__name__}: {reason}); training goes on, logging to {self.log_path} only",
+                          RuntimeWarning, stacklevel=3)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Append ``metrics`` at ``step`` to the JSONL log and W&B."""
@@ -88,10 +89,7 @@ class Tracker:
         with self.log_path.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
         if self.wandb and step > self.sent_through:
-            try:
-                self.accelerator.log(metrics, step=step)
-            except Exception as e:  # noqa: BLE001
-                self._wandb_failed("stopped logging", e)
+            self._wandb_call("stopped logging", self.accelerator.log, metrics, step=step)
         if self.bar is not None and "loss" in metrics:
             self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
 
@@ -110,10 +108,7 @@ class Tracker:
             import wandb
 
             table = wandb.Table(columns=["query", "code"], data=[[r["query"], r["positive"]] for r in rows])
-            try:
-                self.accelerator.log({"examples": table})
-            except Exception as e:  # noqa: BLE001
-                self._wandb_failed("stopped logging", e)
+            self._wandb_call("stopped logging", self.accelerator.log, {"examples": table})
 
     def progress(self, total: int, initial: int) -> None:
         """Start the progress bar of the training steps (main process only)."""
@@ -132,10 +127,7 @@ class Tracker:
     def finish(self) -> None:
         self.close_progress()
         if self.wandb:
-            try:
-                self.accelerator.end_training()
-            except Exception as e:  # noqa: BLE001
-                self._wandb_failed("could not finish", e)
+            self._wandb_call("could not finish", self.accelerator.end_training)
 
 
 def _wandb_id(run_dir: Path) -> str:

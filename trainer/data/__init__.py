@@ -147,8 +147,7 @@ def load_training_data(
         CodetuneError: an unknown or unreadable source, no training pairs, or hard negatives
             asked for without a model.
     """
-    if config.eval is not None and not Path(config.eval).is_dir():
-        raise CodetuneError(f"data.eval: {config.eval}: BEIR folder not found")
+    config.check_paths()
     if config.hard_negatives and model is None:
         raise CodetuneError("data.hard_negatives: mining hard negatives needs a model")
     if config.consistency_top_k and model is None:
@@ -186,9 +185,7 @@ def _read_sources(config: DataConfig) -> tuple[list[datasets.Dataset], list[Beir
     from trainer.data.splits import beir_from_rows, split_mined, split_rows
     from trainer.data.stdlib import is_stdlib, stdlib_dataset
 
-    sources = [config.source] if isinstance(config.source, str) else list(config.source)
-    if not sources:
-        raise CodetuneError("data.source: no source given")
+    sources = [config.source] if isinstance(config.source, str) else list(config.source)  # existing: check_paths
     split = config.split_config()
     hold_out = config.eval is None and split.test_fraction > 0
     trains: list[datasets.Dataset] = []
@@ -237,8 +234,6 @@ def _is_dataset(source: str) -> bool:
     from trainer.data.languages import language_for_path
 
     path = Path(source)
-    if not path.exists():
-        raise CodetuneError(f"data.source: {source}: not found (nor 'stdlib')")
     if path.is_file():
         return language_for_path(path) is None
     markers = ("corpus.jsonl", "dataset_info.json", "dataset_dict.json")
