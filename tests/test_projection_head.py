@@ -58,7 +58,8 @@ def test_recipe_improves_and_exports_router_model(tiny_roberta, tmp_path):
     d = model.encode_document(["parse the configuration"], convert_to_tensor=True)
     assert not torch.allclose(q, d)  # same text, different routes
     # A second run reuses the cached embeddings.
-    proc = subprocess.run([*cmd[:-2], f"output_dir={tmp_path / 'again'}", "tracking.wandb=disabled"], capture_output=True, text=True, env=env, timeout=600)
+    again = [a for a in cmd if not a.startswith("output_dir=")] + [f"output_dir={tmp_path / 'again'}"]
+    proc = subprocess.run(again, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0 and "from cache" in proc.stdout
 
 

@@ -173,11 +173,14 @@ def test_a_live_run_holds_its_folder_and_a_dead_one_does_not(tmp_path):
     lock.write("12345")
     lock.flush()
     before = snapshot(out)
-    proc = recipe_cli(f"output_dir={out}", "overwrite=true", "data.source=/no/such/tree")
+    # A source that exists but holds no code: its error can only come after the folder was taken.
+    empty = tmp_path / "empty-tree"
+    empty.mkdir()
+    proc = recipe_cli(f"output_dir={out}", "overwrite=true", f"data.source={empty}")
     assert proc.returncode == 2 and "another run is using it (pid 12345)" in proc.stderr
     assert snapshot(out) == before
     lock.close()  # the run died: the kernel released its lock, and the file alone holds nothing
-    proc = recipe_cli(f"output_dir={out}", "resume_from_checkpoint=latest", "data.source=/no/such/tree")
+    proc = recipe_cli(f"output_dir={out}", "resume_from_checkpoint=latest", f"data.source={empty}")
     assert "another run" not in proc.stderr and "data.source" in proc.stderr
 
 
