@@ -85,6 +85,37 @@ def test_grad_cache_equals_full_batch_across_processes(tiny_bert, tmp_path):
         assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / run))
 
 
+@pytest.mark.slow
+def test_length_buckets_equal_one_padded_batch(tiny_bert, tmp_path):
+    """Documents embedded in 3 length-sorted slices (less padding) give the step of one padded batch."""
+    steps = ["train.max_steps=2", "train.checkpoint_every=0", "train.batch_size=8", "train.hard_negatives=1"]
+    launch(tiny_bert, tmp_path / "one", *steps)
+    launch(tiny_bert, tmp_path / "sliced", *steps, "train.length_buckets=3")
+    launch(tiny_bert, tmp_path / "cached", *steps, "train.length_buckets=2", "train.grad_cache_chunk=5")
+    for run in ("sliced", "cached"):
+        assert losses(tmp_path / run) == pytest.approx(losses(tmp_path / "one"), rel=1e-5), run
+        assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / run))
+
+
+def test_source_groups_put_a_files_rows_together_and_need_a_path():
+    from trainer.data.sampler import plan_batches, text_keys
+    from trainer.errors import CodetuneError
+    from trainer.loop import source_groups
+
+    rows = [{"query": f"q{i}", "positive": f"d{i}", "path": f"pkg/m{i % 6}.py"} for i in range(48)]
+    groups = source_groups(rows, "file")
+    batches = plan_batches(text_keys(rows, 0), 8, seed=0, epoch=0, groups=groups)
+    assert sorted(i for b in batches for i in b) == list(range(48))
+    # 8 rows per file and batches of 8: each batch is one whole file, in a seeded random order.
+    assert all(len({groups[i] for i in b}) == 1 for b in batches)
+    assert [groups[b[0]] for b in batches] != sorted(groups[b[0]] for b in batches)
+    random_plan = plan_batches(text_keys(rows, 0), 8, seed=0, epoch=0)
+    assert any(len({groups[i] for i in b}) > 1 for b in random_plan)
+    assert source_groups(rows, "folder") == ["pkg"] * 48
+    with pytest.raises(CodetuneError, match="train.group_by_source=file: some training rows have no `path`"):
+        source_groups([{"query": "q", "positive": "d"}], "file")
+
+
 @pytest.mark.parametrize("arch", ["bert-cls", "roberta-mean"])
 def test_loss_falls(arch, tiny_bert, tiny_roberta, tmp_path):
     model, preset = (tiny_bert, "bge") if arch == "bert-cls" else (tiny_roberta, "codebert")

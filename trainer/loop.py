@@ -49,10 +49,32 @@ class TrainConfig:
     max_steps: int = -1  # >0 overrides epochs
     max_grad_norm: float = 1.0
     group_by_length: bool = False  # batch code of similar length together: less padding, a bit less random
+    # "file" | "folder": fill each batch with rows of a few source files (folders), so in-batch
+    # negatives are the positive's neighbours in its project; None: random. Needs a `path` column.
+    # Takes precedence over group_by_length.
+    group_by_source: str | None = None
+    # >1: documents of a batch are sorted by length and embedded in this many slices, each padded
+    # only to its own longest text (same loss and gradient, less padding: code lengths vary ~10x)
+    length_buckets: int = 1
     seed: int = 42
     log_every: int = 10
     checkpoint_every: int = 200  # 0: only the final model
     keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.length_buckets < 1:
+            raise CodetuneError(f"train.length_buckets: {self.length_buckets} must be 1 or more")
+        if self.group_by_source not in (None, "file", "folder"):
+            raise CodetuneError(f"train.group_by_source: {self.group_by_source!r} must be file, folder or null")
+
+
+def source_groups(rows: list[dict], by: str | None) -> list[str] | None:
+    """Per row, the file (or folder) its code came from, for :func:`plan_batches`; None when ``by`` is None."""
+    if by is None:
+        return None
+    if any(not r.get("path") for r in rows):
+        raise CodetuneError(f"train.group_by_source={by}: some training rows have no `path` (only mined code has one)")
+    return [r["path"] if by == "file" else str(Path(r["path"]).parent) for r in rows]
 
 
 class TrainingDiverged(CodetuneError):
@@ -73,10 +95,10 @@ class _RngState:
             torch.cuda.set_rng_state(self.cuda, self.device)
 
 
-def _batches(keys, lengths, global_batch: int, seed: int) -> Iterator[list[int]]:
+def _batches(keys, lengths, global_batch: int, seed: int, groups=None) -> Iterator[list[int]]:
     epoch = 0
     while True:
-        plan = plan_batches(keys, global_batch, seed, epoch, lengths)
+        plan = plan_batches(keys, global_batch, seed, epoch, lengths, groups=groups)
         if not plan:
             raise CodetuneError(
                 f"train.batch_size: not enough distinct training pairs ({len(keys)}) for one batch of {global_batch}"
@@ -136,6 +158,7 @@ def check_batches(rows: list[dict], cfg: TrainConfig, world: int) -> None:
     """
     rows, cfg, _ = with_negatives(rows, cfg)
     keys = text_keys(rows, cfg.hard_negatives)
+    source_groups(rows, cfg.group_by_source)  # a missing path fails here, before the base evaluation
     if plan_batches(keys, cfg.batch_size * world, cfg.seed, 0):
         return
     lo, hi = 0, cfg.batch_size  # largest per-process batch with a plan: lo works, hi does not
@@ -203,10 +226,22 @@ class Trainer:
         """One forward over queries and documents (either may be empty); returns both and the token count."""
         device = self.accelerator.device
         qf = tokenize(self.module, queries, "query", device) if queries else None
-        df = tokenize(self.module, docs, "document", device) if docs else None
+        order = self._length_order(docs)
+        size = math.ceil(len(docs) / self.cfg.length_buckets) if docs else 1
+        slices = [order[i : i + size] for i in range(0, len(docs), size)]
+        dfs = [tokenize(self.module, [docs[i] for i in s], "document", device) for s in slices]
         with self.accelerator.autocast():
-            q, d = self.model(qf, df)
-        return q, d, sum(count_tokens(f) for f in (qf, df) if f is not None)
+            q, d = self.model(qf, dfs or None)
+        if d is not None and len(slices) > 1:
+            d = d[torch.argsort(torch.tensor(order, device=d.device))]  # back to the documents' order
+        return q, d, sum(count_tokens(f) for f in [qf, *dfs] if f is not None)
+
+    def _length_order(self, docs: list[str]) -> list[int]:
+        """Document indices shortest first when ``length_buckets`` > 1 (slices then pad less), else as given."""
+        order = list(range(len(docs)))
+        if self.cfg.length_buckets > 1:
+            order.sort(key=lambda i: len(docs[i]))
+        return order
 
     def _split(self, docs: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         return docs[:b], (docs[b:] if docs.shape[0] > b else None)
@@ -220,8 +255,9 @@ class Trainer:
 
     def _cached_batch(self, queries: list[str], docs: list[str], scale: float, sync: bool) -> tuple[torch.Tensor, dict, int]:
         c = self.cfg.grad_cache_chunk
+        order = self._length_order(docs)  # chunks of similar length pad less
         chunks = [(queries[i : i + c], []) for i in range(0, len(queries), c)]
-        chunks += [([], docs[i : i + c]) for i in range(0, len(docs), c)]
+        chunks += [([], [docs[j] for j in order[i : i + c]]) for i in range(0, len(docs), c)]
         states, embs, tokens = [], [], 0
         with torch.no_grad():
             for chunk in chunks:
@@ -231,8 +267,9 @@ class Trainer:
                 tokens += t
         nq = math.ceil(len(queries) / c)
         q = torch.cat(embs[:nq]).requires_grad_()  # (b, D), a leaf: its .grad is the cache
-        d = torch.cat(embs[nq:]).requires_grad_()  # (b * (1 + h), D)
-        loss, per_dim = self.loss_fn(q, *self._split(d, len(queries)))
+        d = torch.cat(embs[nq:]).requires_grad_()  # (b * (1 + h), D), in `order`
+        inverse = torch.argsort(torch.tensor(order, device=d.device))
+        loss, per_dim = self.loss_fn(q, *self._split(d[inverse], len(queries)))
         loss.backward()
         grads = list(q.grad.split(c)) + list(d.grad.split(c))
         for i, (chunk, state, grad) in enumerate(zip(chunks, states, grads)):
@@ -274,9 +311,10 @@ class Trainer:
         if start:
             self.tracker.rewind(start)  # steps after the checkpoint were lost with the kill; they run again
         keys = text_keys(self.rows, cfg.hard_negatives)
-        lengths = [len(r["positive"]) for r in self.rows] if cfg.group_by_length else None
+        lengths = [len(r["positive"]) for r in self.rows] if cfg.group_by_length and not cfg.group_by_source else None
         accum = cfg.gradient_accumulation_steps
-        batches = _batches(keys, lengths, cfg.batch_size * self.world, cfg.seed)
+        groups = source_groups(self.rows, cfg.group_by_source)
+        batches = _batches(keys, lengths, cfg.batch_size * self.world, cfg.seed, groups)
         for _ in range(start * accum):  # the plan is deterministic: skipping replays it exactly
             next(batches)
         step_fn = self._cached_batch if cfg.grad_cache_chunk > 0 else self._plain_batch

@@ -1,8 +1,12 @@
-"""Contrastive batches: no repeated text inside a batch, optional length grouping, resumable by index.
+"""Contrastive batches: no repeated text inside a batch, optional length or source grouping, resumable by index.
 
 In-batch negatives assume every other document in the batch is wrong for a query; the same text
 twice in one batch would be a false negative. Batches are planned for the whole (global) batch,
 then sliced per process, so N processes of batch b see exactly what one process of N*b sees.
+
+Grouping by source (rows of the same file side by side) makes the in-batch negatives the
+functions that sit next to the positive: the ones a search inside one project has to tell apart.
+Random batches mix unrelated modules, whose topics alone separate them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ def plan_batches(
     epoch: int,
     lengths: Sequence[int] | None = None,
     group_window: int = 64,
+    groups: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """Order one epoch of row indices into full batches with no shared text.
 
@@ -27,6 +32,9 @@ def plan_batches(
         seed, epoch: the order is a pure function of these, which is what makes resume exact.
         lengths: per-row length; when given, rows of similar length share batches (less padding)
             inside windows of ``group_window`` batches, and the batch order is shuffled again.
+        groups: per-row group (e.g. source file); when given, rows of one group are laid out
+            together (groups and rows within them in random order), so a batch holds a few
+            groups rather than a random sample. Not combined with ``lengths``.
 
     Returns:
         Batches of exactly ``batch_size`` indices; rows that cannot fill a last batch are dropped.
@@ -34,7 +42,14 @@ def plan_batches(
     rng = random.Random(seed * 100_003 + epoch)
     order = list(range(len(keys)))
     rng.shuffle(order)
-    if lengths is not None:
+    if groups is not None:
+        members: dict[str, list[int]] = {}
+        for i in order:
+            members.setdefault(groups[i], []).append(i)
+        names = sorted(members)
+        rng.shuffle(names)
+        order = [i for name in names for i in members[name]]
+    elif lengths is not None:
         window = batch_size * group_window
         order = [i for s in range(0, len(order), window) for i in sorted(order[s : s + window], key=lambda j: -lengths[j])]
     batches: list[list[int]] = []

@@ -38,10 +38,19 @@ class PairEncoder(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, queries: dict | None, documents: dict | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Returns (b, D) query and (n, D) document embeddings; None where no input was given."""
+    def forward(
+        self, queries: dict | None, documents: dict | list[dict] | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Returns (b, D) query and (n, D) document embeddings; None where no input was given.
+
+        ``documents`` may be a list of tokenized buckets (each padded to its own longest text);
+        their embeddings are concatenated in list order.
+        """
         q = embed(self.model, queries, "query") if queries is not None else None
-        d = embed(self.model, documents, "document") if documents is not None else None
+        if documents is None:
+            return q, None
+        buckets = documents if isinstance(documents, list) else [documents]
+        d = torch.cat([embed(self.model, f, "document") for f in buckets])
         return q, d
 
 
