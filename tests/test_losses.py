@@ -21,6 +21,20 @@ def test_info_nce_by_hand():
     assert info_nce(q, c, torch.tensor([0, 1]), t).item() == pytest.approx(expected.item())
 
 
+def test_false_negative_margin_masks_only_candidates_that_beat_the_positive_by_the_margin():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # query 0: positive at cosine 0.6, candidate 2 at 1.0 (beats it by 0.4), candidate 1 at 0.
+    c = F.normalize(torch.tensor([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]]), dim=-1)
+    t = 0.5
+    s = q @ c.T / t
+    masked0 = -(s[0, 0] - torch.logsumexp(s[0, :2], 0))  # candidate 2 left out of query 0's softmax
+    full1 = -(s[1, 1] - torch.logsumexp(s[1], 0))  # nothing beats query 1's positive
+    loss = info_nce(q, c, torch.tensor([0, 1]), t, false_negative_margin=0.3)
+    assert loss.item() == pytest.approx(((masked0 + full1) / 2).item())
+    # a margin wider than the gap masks nothing: plain InfoNCE
+    assert info_nce(q, c, torch.tensor([0, 1]), t, 0.5).item() == pytest.approx(info_nce(q, c, torch.tensor([0, 1]), t).item())
+
+
 def test_perfect_separation_drives_loss_to_zero():
     q = torch.eye(4)
     assert info_nce(q, q, torch.arange(4), temperature=0.01).item() < 1e-6
@@ -104,3 +118,5 @@ def test_weights_and_temperature_are_checked_naming_the_key():
         MatryoshkaInfoNCE(dims=[32, 16, 8], weights=[1.0, 2.0])
     with pytest.raises(CodetuneError, match="loss.temperature: 0.0 must be above 0"):
         MatryoshkaInfoNCE(dims=[8], temperature=0.0)
+    with pytest.raises(CodetuneError, match="loss.false_negative_margin: -0.1 must be 0 or more"):
+        MatryoshkaInfoNCE(dims=[8], false_negative_margin=-0.1)

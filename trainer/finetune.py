@@ -62,7 +62,8 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
     dims = run.matryoshka_dims(cfg.loss, model)
     eval_dims = cfg.eval.dims or dims
     loss_fn = MatryoshkaInfoNCE(
-        dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric
+        dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric,
+        cfg.loss.false_negative_margin,
     )
     with run.run_folder(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc)

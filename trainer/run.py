@@ -48,6 +48,9 @@ class LossConfig:
     matryoshka_weights: list[float] | None = None  # one per dim; None: all 1
     gather_across_devices: bool = True  # every process's documents are negatives for every query
     symmetric: bool = False  # also score each document against every query (document -> query InfoNCE)
+    # Cosine above the positive's by more than this: the candidate is taken for an unlabelled
+    # answer and left out of that query's softmax. None: every candidate counts as a negative.
+    false_negative_margin: float | None = None
 
 
 @dataclass

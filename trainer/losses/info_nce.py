@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 
 
-def info_nce(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+def info_nce(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    false_negative_margin: float | None = None,
+) -> torch.Tensor:
     """Cross-entropy of each query against all candidates, its positive being ``labels[i]``.
 
     Args:
@@ -21,6 +27,9 @@ def info_nce(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tens
             hard negatives. Every candidate that is not a query's positive is its negative.
         labels: (b,) long, index of each query's positive in ``candidates``.
         temperature: softmax temperature; 0.05 equals sentence-transformers' default scale of 20.
+        false_negative_margin: a candidate whose cosine beats the positive's by more than this
+            is masked out of the query's softmax: mined code holds unlabelled answers (overloads,
+            copies), and pushing them away teaches the model to rank right answers low.
 
     Returns:
         Scalar mean loss over the b queries.
@@ -29,5 +38,10 @@ def info_nce(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tens
         >>> q = F.normalize(torch.randn(4, 8), dim=-1)
         >>> loss = info_nce(q, q, torch.arange(4), temperature=0.05)
     """
-    logits = queries @ candidates.T / temperature  # (b, C)
-    return F.cross_entropy(logits, labels)
+    scores = queries @ candidates.T  # (b, C) cosines
+    if false_negative_margin is not None:
+        positive = scores.gather(1, labels[:, None])  # (b, 1)
+        suspect = (scores > positive + false_negative_margin).detach()
+        suspect[torch.arange(len(labels), device=labels.device), labels] = False
+        scores = scores.masked_fill(suspect, float("-inf"))
+    return F.cross_entropy(scores / temperature, labels)

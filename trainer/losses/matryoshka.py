@@ -32,6 +32,7 @@ class MatryoshkaInfoNCE:
         symmetric: add the document -> query direction (each positive against every query of
             the global batch) and average the two, as CLIP does. It asks the document side to
             tell queries apart too, which keeps the embedding space from collapsing around code.
+        false_negative_margin: see :func:`~trainer.losses.info_nce.info_nce`; None: off.
 
     Inputs:
         queries: (b, D) this process's queries. positives: (b, D) their documents.
@@ -48,12 +49,15 @@ class MatryoshkaInfoNCE:
     temperature: float = 0.05
     gather: bool = True
     symmetric: bool = False
+    false_negative_margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.weights is not None and len(self.weights) != len(self.dims):
             raise CodetuneError(
                 f"loss.matryoshka_weights: {len(self.weights)} weights for {len(self.dims)} dims {self.dims}; give one per dim"
             )
+        if self.false_negative_margin is not None and self.false_negative_margin < 0:
+            raise CodetuneError(f"loss.false_negative_margin: {self.false_negative_margin} must be 0 or more (or null)")
         if not self.temperature > 0:
             raise CodetuneError(f"loss.temperature: {self.temperature} must be above 0")
 
@@ -81,10 +85,12 @@ class MatryoshkaInfoNCE:
         for dim, weight in zip(self.dims, weights):
             q = F.normalize(queries[:, :dim], dim=-1)  # (b, dim)
             c = F.normalize(candidates[:, :dim], dim=-1)  # (C, dim)
-            loss = info_nce(q, c, labels, self.temperature)
+            margin = self.false_negative_margin
+            loss = info_nce(q, c, labels, self.temperature, margin)
             if self.symmetric:
                 p = F.normalize(positives[:, :dim], dim=-1)  # (b, dim): this process's positives
-                loss = 0.5 * (loss + info_nce(p, F.normalize(all_queries[:, :dim], dim=-1), labels, self.temperature))
+                back = info_nce(p, F.normalize(all_queries[:, :dim], dim=-1), labels, self.temperature, margin)
+                loss = 0.5 * (loss + back)
             per_dim[dim] = loss.detach()
             total = total + weight * loss
         return total, per_dim
