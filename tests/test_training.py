@@ -112,6 +112,16 @@ def test_source_groups_put_a_files_rows_together_and_need_a_path():
     random_plan = plan_batches(text_keys(rows, 0), 8, seed=0, epoch=0)
     assert any(len({groups[i] for i in b}) > 1 for b in random_plan)
     assert source_groups(rows, "folder") == ["pkg"] * 48
+    # half grouped: every row still once, about half of each batch from one file
+    rows = [{"query": f"q{i}", "positive": f"d{i}", "path": f"m{i % 12}.py"} for i in range(192)]
+    groups, keys = source_groups(rows, "file"), text_keys(rows, 0)
+    mixed = plan_batches(keys, 16, seed=0, epoch=0, groups=groups, group_share=0.5)
+    assert sorted(i for b in mixed for i in b) == list(range(192))
+
+    def same_file(plan):  # mean size of a batch's largest same-file share
+        return sum(max(map([groups[i] for i in b].count, groups)) for b in plan) / len(plan)
+
+    assert same_file(plan_batches(keys, 16, seed=0, epoch=0)) < 5 < same_file(mixed) < 11
     with pytest.raises(CodetuneError, match="train.group_by_source=file: some training rows have no `path`"):
         source_groups([{"query": "q", "positive": "d"}], "file")
 

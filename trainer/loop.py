@@ -53,6 +53,7 @@ class TrainConfig:
     # negatives are the positive's neighbours in its project; None: random. Needs a `path` column.
     # Takes precedence over group_by_length.
     group_by_source: str | None = None
+    source_share: float = 1.0  # with group_by_source: the share of each batch from grouped files; the rest at random
     # >1: documents of a batch are sorted by length and embedded in this many slices, each padded
     # only to its own longest text (same loss and gradient, less padding: code lengths vary ~10x)
     length_buckets: int = 1
@@ -64,6 +65,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.length_buckets < 1:
             raise CodetuneError(f"train.length_buckets: {self.length_buckets} must be 1 or more")
+        if not 0 < self.source_share <= 1:
+            raise CodetuneError(f"train.source_share: {self.source_share} must be in (0, 1]")
         if self.group_by_source not in (None, "file", "folder"):
             raise CodetuneError(f"train.group_by_source: {self.group_by_source!r} must be file, folder or null")
 
@@ -95,10 +98,10 @@ class _RngState:
             torch.cuda.set_rng_state(self.cuda, self.device)
 
 
-def _batches(keys, lengths, global_batch: int, seed: int, groups=None) -> Iterator[list[int]]:
+def _batches(keys, lengths, global_batch: int, seed: int, groups=None, share: float = 1.0) -> Iterator[list[int]]:
     epoch = 0
     while True:
-        plan = plan_batches(keys, global_batch, seed, epoch, lengths, groups=groups)
+        plan = plan_batches(keys, global_batch, seed, epoch, lengths, groups=groups, group_share=share)
         if not plan:
             raise CodetuneError(
                 f"train.batch_size: not enough distinct training pairs ({len(keys)}) for one batch of {global_batch}"
@@ -314,7 +317,7 @@ class Trainer:
         lengths = [len(r["positive"]) for r in self.rows] if cfg.group_by_length and not cfg.group_by_source else None
         accum = cfg.gradient_accumulation_steps
         groups = source_groups(self.rows, cfg.group_by_source)
-        batches = _batches(keys, lengths, cfg.batch_size * self.world, cfg.seed, groups)
+        batches = _batches(keys, lengths, cfg.batch_size * self.world, cfg.seed, groups, cfg.source_share)
         for _ in range(start * accum):  # the plan is deterministic: skipping replays it exactly
             next(batches)
         step_fn = self._cached_batch if cfg.grad_cache_chunk > 0 else self._plain_batch

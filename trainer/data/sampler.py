@@ -23,6 +23,7 @@ def plan_batches(
     lengths: Sequence[int] | None = None,
     group_window: int = 64,
     groups: Sequence[str] | None = None,
+    group_share: float = 1.0,
 ) -> list[list[int]]:
     """Order one epoch of row indices into full batches with no shared text.
 
@@ -35,6 +36,8 @@ def plan_batches(
         groups: per-row group (e.g. source file); when given, rows of one group are laid out
             together (groups and rows within them in random order), so a batch holds a few
             groups rather than a random sample. Not combined with ``lengths``.
+        group_share: with ``groups``, the share of each batch laid out by group; the rest of
+            the batch is drawn at random, so easy negatives stay beside the hard ones.
 
     Returns:
         Batches of exactly ``batch_size`` indices; rows that cannot fill a last batch are dropped.
@@ -48,7 +51,23 @@ def plan_batches(
             members.setdefault(groups[i], []).append(i)
         names = sorted(members)
         rng.shuffle(names)
-        order = [i for name in names for i in members[name]]
+        grouped = [i for name in names for i in members[name]]
+        per_batch = max(1, round(group_share * batch_size))
+        if per_batch < batch_size:
+            # every row once: a random share of them stays in group order, the rest is spread at random
+            cut = round(len(grouped) * per_batch / batch_size)
+            spread = sorted(rng.sample(range(len(grouped)), len(grouped) - cut))
+            spread_set = set(spread)
+            random_rows = [grouped[j] for j in spread]
+            rng.shuffle(random_rows)
+            grouped = [grouped[j] for j in range(len(grouped)) if j not in spread_set]
+            rest = batch_size - per_batch
+            order = []
+            for n in range(0, max(len(grouped), 1), per_batch):
+                order += grouped[n : n + per_batch] + random_rows[n // per_batch * rest : (n // per_batch + 1) * rest]
+            order += random_rows[len(order) - len(grouped) :]
+        else:
+            order = grouped
     elif lengths is not None:
         window = batch_size * group_window
         order = [i for s in range(0, len(order), window) for i in sorted(order[s : s + window], key=lambda j: -lengths[j])]
