@@ -100,7 +100,7 @@ def test_length_buckets_equal_one_padded_batch(tiny_bert, tmp_path):
 def test_source_groups_put_a_files_rows_together_and_need_a_path():
     from trainer.data.sampler import plan_batches, text_keys
     from trainer.errors import CodetuneError
-    from trainer.loop import source_groups
+    from trainer.loop import TrainConfig, source_groups
 
     rows = [{"query": f"q{i}", "positive": f"d{i}", "path": f"pkg/m{i % 6}.py"} for i in range(48)]
     groups = source_groups(rows, "file")
@@ -122,8 +122,12 @@ def test_source_groups_put_a_files_rows_together_and_need_a_path():
         return sum(max(map([groups[i] for i in b].count, groups)) for b in plan) / len(plan)
 
     assert same_file(plan_batches(keys, 16, seed=0, epoch=0)) < 5 < same_file(mixed) < 11
-    with pytest.raises(CodetuneError, match="train.group_by_source=file: some training rows have no `path`"):
-        source_groups([{"query": "q", "positive": "d"}], "file")
+    # users' own pairs carry no path: each is its own group, and with none at all batches are random
+    assert source_groups([{"query": "q", "positive": "d"}], "file") is None
+    partly = source_groups([{"query": "q", "positive": "d"}, {"query": "r", "positive": "e", "path": "a.py"}], "file")
+    assert partly[1] == "a.py" and partly[0] not in ("a.py", "")
+    with pytest.raises(CodetuneError, match="train.group_by_source: 'module' must be file, folder or null"):
+        TrainConfig(group_by_source="module")
 
 
 @pytest.mark.parametrize("arch", ["bert-cls", "roberta-mean"])

@@ -50,7 +50,8 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     group_by_length: bool = False  # batch code of similar length together: less padding, a bit less random
     # "file" | "folder": fill each batch with rows of a few source files (folders), so in-batch
-    # negatives are the positive's neighbours in its project; None: random. Needs a `path` column.
+    # negatives are the positive's neighbours in its project; None: random. Rows without a `path`
+    # (users' own pairs) are placed at random.
     # Takes precedence over group_by_length.
     group_by_source: str | None = None
     source_share: float = 1.0  # with group_by_source: the share of each batch from grouped files; the rest at random
@@ -72,12 +73,17 @@ class TrainConfig:
 
 
 def source_groups(rows: list[dict], by: str | None) -> list[str] | None:
-    """Per row, the file (or folder) its code came from, for :func:`plan_batches`; None when ``by`` is None."""
-    if by is None:
+    """Per row, the file (or folder) its code came from, for :func:`plan_batches`; None when ``by`` is None.
+
+    Rows without a ``path`` (users' own pairs) are each a group of their own, so they are placed
+    at random; when no row has one, batches are random and None is returned.
+    """
+    if by is None or not any(r.get("path") for r in rows):
         return None
-    if any(not r.get("path") for r in rows):
-        raise CodetuneError(f"train.group_by_source={by}: some training rows have no `path` (only mined code has one)")
-    return [r["path"] if by == "file" else str(Path(r["path"]).parent) for r in rows]
+    return [
+        (r["path"] if by == "file" else str(Path(r["path"]).parent)) if r.get("path") else f"\0row{i}"
+        for i, r in enumerate(rows)
+    ]
 
 
 class TrainingDiverged(CodetuneError):
@@ -161,7 +167,6 @@ def check_batches(rows: list[dict], cfg: TrainConfig, world: int) -> None:
     """
     rows, cfg, _ = with_negatives(rows, cfg)
     keys = text_keys(rows, cfg.hard_negatives)
-    source_groups(rows, cfg.group_by_source)  # a missing path fails here, before the base evaluation
     if plan_batches(keys, cfg.batch_size * world, cfg.seed, 0):
         return
     lo, hi = 0, cfg.batch_size  # largest per-process batch with a plan: lo works, hi does not
