@@ -1,4 +1,4 @@
-"""Code search: index a tree, query it, update it incrementally, agree with the shared top-k, export to Chroma."""
+"""Code search: index a tree, query it every way, update it incrementally, store it at every precision, export to Chroma."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ import torch
 
 from trainer.errors import CodetuneError
 from trainer.retrieval import encode, normalize_truncate, top_k
-from trainer.search import build_index, export_chroma, load_index, main, search
+from trainer.search import build_index, document_text, export_chroma, load_index, main, search
+from trainer.search.dense import DenseIndex, bytes_per_vector, calibrate, quantize
+from trainer.search.lexical import tokens
+from trainer.search.query import rrf
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_TREE = Path(__file__).parent / "fixtures" / "code_tree"
@@ -123,8 +126,8 @@ def test_another_model_at_the_same_path_is_never_served_stale_vectors(tree, tmp_
 
 def test_scores_equal_the_shared_top_k(index, model):
     idx = load_index(index)
-    hits = search(idx, QUERIES, model, k=4)
-    docs = normalize_truncate(encode(model, [s.code for s in idx.snippets], "document"), 128)
+    hits = search(idx, QUERIES, model, k=4, mode="dense")
+    docs = normalize_truncate(encode(model, [document_text(s) for s in idx.snippets], "document"), 128)
     queries = normalize_truncate(encode(model, QUERIES, "query"), 128)
     scores, ids = top_k(queries, docs, k=4)
     for row, srow, irow in zip(hits, scores, ids):
@@ -240,3 +243,209 @@ def test_cli_errors_name_the_flag(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert cli_main(main, ["index", str(tmp_path), "--out", str(tmp_path / "i"), "--store", "chroma"]) == 2
     assert "exactly one of --chroma-path or --chroma-url" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- what is indexed
+
+
+def test_the_index_keeps_docstrings_and_context_the_miner_strips(index, tree, model):
+    """Words only the docstring holds ("TCP") find the function; the code is the file's own lines."""
+    from trainer.data.mining import functions_in_tree
+
+    idx = load_index(index)
+    port = next(s for s in idx.snippets if s.name == "parse_port")
+    lines = (tree / "pkg" / "config.py").read_text().split("\n")
+    assert port.code.split("\n") == lines[port.start_line - 1 : port.end_line]
+    assert document_text(port).startswith("pkg.config: parse_port\ndef parse_port(text):\n    \"\"\"Parse a TCP port")
+    for mode in ("lexical", "hybrid", "dense"):
+        assert search(idx, ["tcp port"], model, k=1, mode=mode)[0][0].snippet.name == "parse_port", mode
+
+    # A method's code is dedented as the miner's is; an undocumented function's code is the miner's.
+    mined = {f.name: f for f in functions_in_tree(tree)}
+    by_name = {s.name: s for s in idx.snippets}
+    assert by_name["no_docs"].code == mined["no_docs"].code
+    assert by_name["Settings.get"].code.startswith("@functools.lru_cache(maxsize=None)\ndef get(self, key")
+    ts = next(s for s in idx.snippets if s.language == "typescript" and s.doc)
+    assert ts.doc in document_text(ts) and ts.doc not in ts.code  # a JSDoc block above the code is indexed too
+
+
+def test_tokens_split_identifiers_and_fold_plurals():
+    assert tokens("def parseHTTPDate(get_app_dir, files): return entries") == [
+        "def", "parse", "http", "date", "parsehttpdate", "get", "app", "dir", "get_app_dir", "file", "return", "entry",
+    ]
+    assert tokens("the class is a process") == ["class", "process"]  # stopwords go; "class"/"process" keep their s
+
+
+def test_rrf_by_hand():
+    fused = rrf([[7, 3, 5], [3, 9]], k=60)
+    assert [doc for doc, _ in fused] == [3, 7, 9, 5]
+    assert fused[0][1] == pytest.approx(1 / 62 + 1 / 61) and fused[1][1] == pytest.approx(1 / 61)
+
+
+# ---------------------------------------------------------------- precision
+
+
+def _unit(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16", "int8", "binary"])
+def test_each_precision_searches_exactly_what_it_stores(precision):
+    """FAISS scores equal a numpy reference over the stored rows (binary: Hamming candidates, then float rescoring)."""
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    docs, queries, k = _unit(300, 64, 0), _unit(7, 64, 1), 10
+    ranges = calibrate(docs)
+    vectors = quantize(docs, precision, ranges)
+    assert vectors.nbytes == 300 * bytes_per_vector(64, precision)
+    index = DenseIndex(precision, 64, vectors, ranges if precision == "int8" else None)
+    scores, ids = index.search(queries, k)
+
+    if precision == "binary":
+        # Rescored: each hit's score is the float query against its +-1 vector / sqrt(64), best first ...
+        rescored = queries @ np.where(docs > 0, 1.0, -1.0).astype(np.float32).T / 8.0  # (Q, N)
+        np.testing.assert_allclose(scores, np.take_along_axis(rescored, ids, 1), atol=1e-5)
+        assert (np.diff(scores, axis=1) <= 0).all()
+        # ... among the 4k nearest by Hamming: every doc strictly inside the cut that beats the k-th hit is a hit.
+        hamming = ((queries > 0)[:, None, :] != (docs > 0)[None, :, :]).sum(-1)  # (Q, N)
+        cut = np.sort(hamming, axis=1)[:, 4 * k - 1 : 4 * k]
+        assert (np.take_along_axis(hamming, ids, 1) <= cut).all()
+        must = (hamming < cut) & (rescored > scores[:, -1:] + 1e-6)
+        assert all(set(np.flatnonzero(must[q])) <= set(ids[q]) for q in range(len(queries)))
+    else:
+        stored = {"float32": docs, "float16": docs.astype(np.float16).astype(np.float32)}.get(precision)
+        if precision == "int8":  # each code's bucket midpoint, from sentence-transformers' codes
+            codes = quantize_embeddings(docs, "int8", ranges=ranges).astype(np.float32)
+            stored = ranges[0] + (codes + 128.5) * ((ranges[1] - ranges[0]) / 255)
+        ref = queries @ stored.T
+        ref_ids = np.argsort(-ref, axis=1, kind="stable")[:, :k]
+        np.testing.assert_allclose(scores, np.take_along_axis(ref, ref_ids, 1), atol=1e-4)
+        assert (ids[:, :3] == ref_ids[:, :3]).all()
+
+    rows = np.arange(0, 300, 3)
+    _, sub = index.search(queries, k, rows)
+    assert set(sub.ravel()) <= set(rows)
+
+
+@pytest.mark.parametrize("precision", ["int8", "binary"])
+def test_quantized_index_on_disk_is_its_bytes_and_reuses_its_codes(tree, tmp_path, model, precision):
+    out = tmp_path / "index"
+    build_index([tree], out, "default", model=model, dim=128, precision=precision, show_progress=False)
+    idx = load_index(out)
+    assert idx.precision == precision and idx.dense.vectors.nbytes == len(idx.snippets) * bytes_per_vector(128, precision)
+    assert search(idx, ["parse the port number"], model, k=1, mode="dense")[0][0].snippet.name == "parse_port"
+    before = idx.dense.vectors.copy()
+    stats = build_index([tree], out, "default", model=model, dim=128, precision=precision, show_progress=False)
+    assert stats.encoded == 0
+    np.testing.assert_array_equal(load_index(out).dense.vectors, before)
+
+
+# ---------------------------------------------------------------- querying
+
+
+def test_filters_by_language_and_path(index, model):
+    idx = load_index(index)
+    ts = search(idx, ["load the configuration file"], model, k=20, languages=["typescript"])[0]
+    assert ts and {h.snippet.language for h in ts} == {"typescript"}
+    web = search(idx, ["load the configuration file"], model, k=20, path_glob="web/*")[0]
+    assert web and all(h.snippet.path.startswith("web/") for h in web)
+    assert search(idx, ["x"], model, k=3, path_glob="nowhere/*")[0] == []
+
+
+def test_cli_prints_path_line_name_score_and_a_preview(index, capsys):
+    assert main(["query", str(index), "parse the port number", "-k", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("pkg/config.py:24  parse_port  0.0")
+    assert out[1].split() == ["24", "def", "parse_port(text):"]
+    assert [line.split()[0] for line in out[1:5]] == ["24", "25", "26", "27"] and "more lines (--full)" in out[5]
+
+    assert main(["query", str(index), "parse the port number", "-k", "1", "--full", "--mode", "dense"]) == 0
+    full = capsys.readouterr().out.splitlines()
+    assert full[0].startswith("pkg/config.py:24  parse_port  0.") and full[-1].split() == ["33", "return", "port"]
+
+
+def test_nothing_matches_exits_1(index, capsys):
+    assert main(["query", str(index), "zzqx wvvy", "--mode", "lexical"]) == 1
+    assert "no results" in capsys.readouterr().err
+    assert main(["query", str(index), "zzqx wvvy", "--mode", "lexical", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["query", str(index), "port", "--path-glob", "nowhere/*"]) == 1
+
+
+# ---------------------------------------------------------------- the folder on disk
+
+
+def test_a_failed_build_leaves_the_old_index_as_it_was(tree, index, model, monkeypatch):
+    """A crash after most of the new generation is written (here: in the BM25 save) changes nothing users see."""
+    from trainer.search.lexical import LexicalIndex
+
+    before = load_index(index)
+    names = sorted(p.name for p in index.iterdir())
+    (tree / "pkg" / "reports.py").write_text("def brand_new():\n    return 1\n")
+
+    def crash(self, folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LexicalIndex, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_index([tree], index, "default", model=model, dim=128, show_progress=False)
+    after = load_index(index)
+    assert [s.id for s in after.snippets] == [s.id for s in before.snippets]
+    np.testing.assert_array_equal(after.dense.vectors, before.dense.vectors)
+    assert sorted(p.name for p in index.iterdir()) == names  # the half-written generation is gone
+    assert search(after, ["parse the port number"], model, k=1)[0][0].snippet.name == "parse_port"
+
+    monkeypatch.undo()
+    (index / "g-left-by-a-killed-build").mkdir()
+    build_index([tree], index, "default", model=model, dim=128, show_progress=False)
+    assert [p.name for p in index.iterdir() if p.name.startswith("g-")] == [load_index(index).manifest["generation"]]
+    assert any(s.name == "brand_new" for s in load_index(index).snippets)
+
+
+def test_unchanged_files_are_not_even_read_again(tree, index, model):
+    import trainer.data.mining as mining
+
+    past = time.time() - 3600
+    for f in tree.rglob("*"):
+        os.utime(f, (past, past))
+    build_index([tree], index, "default", model=model, dim=128, show_progress=False)  # records the old mtimes
+    reads = []
+    real = mining.read_source
+    mining.read_source = lambda path, limit: reads.append(path) or real(path, limit)
+    try:
+        stats = build_index([tree], index, "default", model=model, dim=128, show_progress=False)
+    finally:
+        mining.read_source = real
+    assert reads == [] and stats.unread_files == stats.files == 5 and stats.encoded == 0
+
+
+def test_an_index_in_the_old_format_is_rebuilt(tree, tmp_path, model):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"model": "default", "dim": 128, "count": 0}))
+    (out / "faiss.index").write_bytes(b"x")
+    with pytest.raises(CodetuneError, match="older format; run `index` again"):
+        load_index(out)
+    build_index([tree], out, "default", model=model, dim=128, show_progress=False)
+    assert load_index(out).snippets and not (out / "faiss.index").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["index", "{tree}", "--out", "{index}", "--precision", "int4"], "--precision int4: choose from float32"),
+        (["index", "{tree}", "--out", "{index}", "--precision", "binary", "--dim", "100"], "--dim 100 must be a multiple of 8"),
+        (["index", "{tree}", "--out", "{index}", "--precision", "int8", "--store", "chroma", "--chroma-path", "c"],
+         "--store chroma: needs --precision float32 or float16"),
+        (["query", "{index}", "x", "--mode", "fuzzy"], "--mode fuzzy: choose from dense, lexical, hybrid"),
+        (["query", "{index}", "x", "--lang", "cobol"], "--lang cobol: choose from python"),
+    ],
+)
+def test_bad_flags_are_one_line_and_leave_the_index(tree, index, argv, needle):
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    before = sorted(p.name for p in index.iterdir()), (index / "manifest.json").read_bytes()
+    argv = [a.format(tree=tree, index=index) for a in argv]
+    proc = subprocess.run([sys.executable, "-m", "trainer.search", *argv], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [proc.stderr.strip()] and needle in proc.stderr, proc.stderr
+    assert (sorted(p.name for p in index.iterdir()), (index / "manifest.json").read_bytes()) == before

@@ -44,6 +44,7 @@ __all__ = [
     "functions_in_tree",
     "mine",
     "read_source",
+    "source_files",
 ]
 
 ALWAYS_EXCLUDED = ("__pycache__", "node_modules")  # with every folder whose name starts with "."
@@ -171,7 +172,7 @@ def read_source(path: Path, max_bytes: int) -> str:
         raise SkipFile("not_utf8") from None
 
 
-def _source_files(tree: SourceTree) -> Iterator[tuple[Path, str, str]]:
+def source_files(tree: SourceTree) -> Iterator[tuple[Path, str, str]]:
     """(file, path relative to the root, grammar) for each supported file, in sorted order."""
     root = Path(tree.root)
     if root.is_file():
@@ -202,7 +203,7 @@ def parsed_files(
     tree = tree if isinstance(tree, SourceTree) else SourceTree(Path(tree))
     config = config or MiningConfig()
     report = report if report is not None else MiningReport()
-    for file, rel, grammar in _source_files(tree):
+    for file, rel, grammar in source_files(tree):
         try:
             text = read_source(file, config.max_file_bytes)
             functions = extract_functions(rel, text, grammar)

@@ -1,0 +1,131 @@
+"""Index the functions of this virtualenv's site-packages: time, functions/s, peak RAM, size, re-index after one edit.
+
+    python bench/search_scale.py --functions 5000      # a subset (copied to a temporary tree), extrapolated
+    python bench/search_scale.py --functions 0         # every file (100k+ functions; hours on 2 CPU cores)
+
+A subset takes whole files in a fixed shuffled order until it holds ``--functions`` functions,
+copied (timestamps kept) into a temporary tree so that the edit below never touches the real
+site-packages. Then: a full ``build_index``; a re-index with nothing changed; one file given a new
+function and re-indexed. Wall and CPU seconds are both printed: on a shared machine wall time
+measures the neighbours too. The full-size line scales the subset's per-function costs by the
+site-packages' bytes of source (its function count is estimated from the subset's functions per
+byte unless ``--functions 0``); encoding dominates and is linear, the re-index steps that read the
+whole index (lexical rebuild, writing) are linear too, and are extrapolated as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def subset(site: Path, functions: int, dest: Path) -> tuple[int, int, int, int]:
+    """Copy whole files into ``dest`` until they hold ``functions`` functions (0: all).
+
+    Returns (files copied, their bytes, all source files, all source bytes).
+    """
+    from trainer.data.languages import extract_functions
+    from trainer.data.mining import SourceTree, source_files
+
+    listed = list(source_files(SourceTree(site)))
+    total_bytes = sum(f.stat().st_size for f, _, _ in listed)
+    random.Random(0).shuffle(listed)
+    count = copied = copied_bytes = 0
+    for file, rel, grammar in listed:
+        if functions and count >= functions:
+            break
+        try:
+            count += len(extract_functions(rel, file.read_text(encoding="utf-8"), grammar))
+        except Exception:  # the index skips what it cannot read or parse; so does the count
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, target)
+        copied += 1
+        copied_bytes += file.stat().st_size
+    return copied, copied_bytes, len(listed), total_bytes
+
+
+def timed(fn):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--functions", type=int, default=5000, help="subset size; 0 indexes everything")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--precision", default="float32")
+    parser.add_argument("--site-packages", type=Path, default=Path(sysconfig.get_paths()["purelib"]))
+    args = parser.parse_args()
+
+    from trainer.models import load_model
+    from trainer.search import build_index, load_index
+
+    work = Path(tempfile.mkdtemp(prefix="codetune-scale-"))
+    try:
+        src, out = work / "src", work / "index"
+        files, nbytes, all_files, all_bytes = subset(args.site_packages, args.functions, src)
+        model = load_model(args.model)
+        base_rss = peak_rss_mb()
+
+        def build():
+            return build_index([src], out, args.model, model=model, precision=args.precision)
+
+        stats, wall, cpu = timed(build)
+        rss = peak_rss_mb()
+        size = folder_bytes(out)
+        built = load_index(out)
+        gen = out / built.manifest["generation"]
+        parts = {p.name: folder_bytes(p) if p.is_dir() else p.stat().st_size for p in gen.iterdir()}
+        n = stats.snippets
+
+        same, same_wall, same_cpu = timed(build)
+        victim = next(p for p in sorted(src.rglob("*.py")) if p.stat().st_size > 2000)
+        victim.write_text(victim.read_text(encoding="utf-8") + "\n\ndef added_by_the_bench(x):\n    return x\n")
+        edit, edit_wall, edit_cpu = timed(build)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    scale = all_bytes / nbytes
+    full_n = n * scale if args.functions else n
+    print(f"site-packages: {all_files} source files, {all_bytes / 1e6:.0f} MB; subset: {files} files, "
+          f"{nbytes / 1e6:.1f} MB ({100 / scale:.1f} % of the bytes)")
+    print(f"model {args.model}, precision {args.precision}, dim {built.dim}\n")
+    print("| step | functions | wall s | CPU s | functions/s (CPU) | notes |\n|---|---:|---:|---:|---:|---|")
+    print(f"| index | {n} | {wall:.1f} | {cpu:.1f} | {n / cpu:.1f} | steps (wall s): "
+          + ", ".join(f"{k} {v:.1f}" for k, v in stats.seconds.items()) + " |")
+    print(f"| re-index, nothing changed | {same.snippets} | {same_wall:.1f} | {same_cpu:.1f} | – | "
+          f"{same.unread_files} of {same.files} files not read, encoded {same.encoded} |")
+    print(f"| re-index, one file edited | {edit.snippets} | {edit_wall:.1f} | {edit_cpu:.1f} | – | encoded {edit.encoded}; "
+          + ", ".join(f"{k} {v:.1f}" for k, v in edit.seconds.items()) + " |")
+    print(f"\npeak RSS {rss:.0f} MB (model loaded: {base_rss:.0f} MB); index {size / 1e6:.1f} MB = "
+          f"{size / max(n, 1):.0f} bytes per function: " + ", ".join(f"{k} {v / max(n, 1):.0f}" for k, v in sorted(parts.items())))
+    if args.functions:
+        print(f"\nextrapolated to all of site-packages (x{scale:.1f}, linear): ~{full_n:,.0f} functions, "
+              f"index ~{cpu * scale / 3600:.1f} CPU hours at {n / cpu:.1f} functions/s, "
+              f"~{size * scale / 1e9:.2f} GB on disk, re-index after one edit at most ~{edit_cpu * scale:.0f} CPU s "
+              "(all of it scaled, though encoding one file does not grow)")
+
+
+if __name__ == "__main__":
+    main()

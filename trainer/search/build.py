@@ -1,0 +1,224 @@
+"""Build or update an index folder from source trees, encoding only the files that changed.
+
+A file is reused without being read when its size and modification time are the ones recorded
+and it was not modified within two seconds of that build (a write in the same clock tick as the
+last build could otherwise hide a change); otherwise it is read, and reused when its sha256 is
+unchanged. Reuse also needs the same weights, dimension, precision and document text recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from trainer import __version__
+from trainer.errors import CodetuneError
+from trainer.search.dense import PRECISIONS, DenseIndex, calibrate, check_precision, quantize
+from trainer.search.lexical import LexicalIndex
+from trainer.search.snippets import DOCUMENT_VERSION, Snippet, document_text, file_snippets, with_ids
+from trainer.search.store import MANIFEST, load_index, model_id, write_index
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+DEFAULT_DIM = 256  # clipped to the model's dimension when --dim is not given
+RACY_NS = 2_000_000_000  # a file modified this close to the last build is read again, whatever its stat says
+
+
+@dataclass
+class IndexStats:
+    """What one :func:`build_index` run did: snippets ``encoded`` afresh and ``reused`` from the old index."""
+
+    files: int = 0
+    snippets: int = 0
+    encoded: int = 0
+    reused: int = 0
+    unread_files: int = 0  # reused on their size and mtime alone
+    skipped_files: Counter = field(default_factory=Counter)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: files, encode, lexical, write
+
+    def summary(self) -> str:
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped_files.items()))
+        line = f"{self.snippets} snippets from {self.files} files: encoded {self.encoded}, reused {self.reused}"
+        return line + (f"; skipped files: {skipped}" if skipped else "")
+
+
+def check_dim(dim: int | None, full: int | None) -> int:
+    if full is None:
+        raise CodetuneError("--model: the model does not report its embedding dimension")
+    if dim is None:
+        return min(DEFAULT_DIM, full)
+    if not 1 <= dim <= full:
+        raise CodetuneError(f"--dim {dim}: must be between 1 and the model's dimension {full}")
+    return dim
+
+
+@dataclass
+class _Previous:
+    """What an earlier build left that this one may reuse, by path."""
+
+    snippets: dict[str, list[tuple[Snippet, np.ndarray]]] = field(default_factory=dict)
+    files: dict[str, list] = field(default_factory=dict)
+    ranges: np.ndarray | None = None
+    built_ns: int = 0
+
+
+def _previous(out: Path, manifest: dict) -> _Previous:
+    """The reusable part of the index at ``out``: nothing when it was built otherwise, or is unreadable."""
+    if not (out / MANIFEST).is_file():
+        return _Previous()
+    try:
+        old = load_index(out)
+    except CodetuneError:
+        return _Previous()  # an older format or a damaged folder: rebuilt from scratch
+    same = ("model_fingerprint", "dim", "precision", "document_version")
+    if not old.snippets or any(old.manifest.get(key) != manifest[key] for key in same):
+        return _Previous()
+    prev = _Previous(files=old.files, ranges=old.dense.ranges, built_ns=int(old.manifest.get("built_ns", 0)))
+    for snippet, row in zip(old.snippets, old.dense.vectors):
+        prev.snippets.setdefault(snippet.path, []).append((snippet, row))
+    return prev
+
+
+def build_index(
+    sources: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    model_spec: str = "default",
+    *,
+    model: SentenceTransformer | None = None,
+    dim: int | None = None,
+    precision: str = "float32",
+    exclude_dirs: Sequence[str] = (),
+    batch_size: int = 64,
+    show_progress: bool = True,
+) -> IndexStats:
+    """Index every function of ``sources`` into the folder ``out``, re-encoding only changed files.
+
+    Args:
+        sources: folders or files, walked as the miner walks them (hidden folders, ``__pycache__``,
+            ``node_modules`` and ``exclude_dirs`` left out). With several, each path starts with its
+            tree's label (the root's name).
+        out: the index folder; an existing index there is updated, and stays as it was if this fails.
+        model_spec: recorded in the manifest; loaded with :func:`trainer.models.load_model` unless
+            ``model`` is given (then it must be the model the spec names).
+        dim: Matryoshka dimension; default ``min(256, model dimension)``.
+        precision: how vectors are stored (see :mod:`trainer.search.dense`).
+
+    Raises:
+        CodetuneError: a source that does not exist, a bad ``dim`` or ``precision``, or ``out`` that is a file.
+    """
+    from tqdm.auto import tqdm
+
+    from trainer.data.mining import MiningReport, SourceTree, labelled_trees, parsed_files, source_files
+    from trainer.embedding_cache import model_fingerprint
+    from trainer.retrieval import encode, normalize_truncate
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CodetuneError(f"--out {out}: is a file, expected an index folder")
+    for src in sources:
+        if not Path(src).exists():
+            raise CodetuneError(f"{src}: no such file or folder")
+    if precision not in PRECISIONS:
+        check_precision(precision, 0)  # before loading a model
+    if model is None:
+        from trainer.models import load_model
+
+        model = load_model(model_spec)
+    full = model.get_embedding_dimension()
+    dim = check_dim(dim, full)
+    check_precision(precision, dim)
+
+    manifest = {
+        "codetune_version": __version__,
+        "model": model_id(model_spec),
+        "model_dim": full,
+        "model_fingerprint": model_fingerprint(model),
+        "dim": dim,
+        "precision": precision,
+        "document_version": DOCUMENT_VERSION,
+        "sources": [str(Path(s).resolve()) for s in sources],
+        "exclude_dirs": list(exclude_dirs),
+        "built_ns": time.time_ns(),
+    }
+    clock = time.perf_counter()
+    prev = _previous(out, manifest)
+
+    stats = IndexStats()
+    report = MiningReport()
+    snippets: list[Snippet] = []
+    rows: list[np.ndarray | None] = []  # None: to encode
+    files: dict[str, list] = {}
+    trees = labelled_trees([SourceTree(Path(s), tuple(exclude_dirs)) for s in sources])
+    listed = [(tree, file, rel) for tree in trees for file, rel, _ in source_files(tree)]
+    for tree, file, rel in tqdm(listed, desc="files", unit="file", disable=not show_progress):
+        path = f"{tree.label}/{rel}" if tree.label else rel
+        try:
+            st = file.stat()
+        except OSError:
+            report.skip("unreadable", rel)
+            continue
+        record = prev.files.get(path)
+        kept = None
+        if record is not None and record[:2] == [st.st_size, st.st_mtime_ns] and st.st_mtime_ns < prev.built_ns - RACY_NS:
+            kept, digest = prev.snippets.get(path, []), record[2]
+            stats.unread_files += 1
+        else:
+            parsed = next(parsed_files(SourceTree(file), report=report), None)  # the miner's reading and skipping
+            if parsed is None:
+                continue
+            _, text, functions = parsed
+            digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            if record is not None and record[2] == digest:
+                kept = prev.snippets.get(path, [])
+        stats.files += 1
+        files[path] = [st.st_size, st.st_mtime_ns, digest]
+        if kept is not None:
+            snippets.extend(s for s, _ in kept)
+            rows.extend(r for _, r in kept)
+            stats.reused += len(kept)
+            continue
+        fresh = file_snippets(path, text, functions, digest)
+        snippets.extend(fresh)
+        rows.extend([None] * len(fresh))
+    stats.skipped_files = report.skipped_files
+    clock = _lap(stats, "files", clock)
+    snippets = with_ids(snippets)
+    texts = [document_text(s) for s in snippets]
+    todo = [i for i, r in enumerate(rows) if r is None]
+    stats.encoded, stats.snippets = len(todo), len(snippets)
+
+    ranges = prev.ranges
+    if todo:
+        emb = encode(model, [texts[i] for i in todo], "document", batch_size, show_progress=show_progress)
+        unit = normalize_truncate(emb, dim).cpu().numpy()  # (len(todo), dim) float32
+        if precision == "int8" and ranges is None:
+            ranges = calibrate(unit)  # calibrated once; kept while the index is updated so old codes stay valid
+        for i, row in zip(todo, quantize(unit, precision, ranges)):
+            rows[i] = row
+    width = dim // 8 if precision == "binary" else dim
+    dtype = {"float32": np.float32, "float16": np.float16, "int8": np.int8, "binary": np.uint8}[precision]
+    vectors = np.stack(rows).astype(dtype) if rows else np.zeros((0, width), dtype)
+    if precision == "int8" and ranges is None:
+        ranges = np.zeros((2, dim), np.float32)  # an empty index: nothing calibrated yet
+    dense = DenseIndex(precision, dim, vectors, ranges if precision == "int8" else None)
+    clock = _lap(stats, "encode", clock)
+    lexical = LexicalIndex.build(texts, show_progress=show_progress)
+    clock = _lap(stats, "lexical", clock)
+    write_index(out, {**manifest, "count": len(snippets)}, snippets, dense, lexical, files)
+    _lap(stats, "write", clock)
+    return stats
+
+
+def _lap(stats: IndexStats, step: str, since: float) -> float:
+    now = time.perf_counter()
+    stats.seconds[step] = now - since
+    return now
