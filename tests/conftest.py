@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised BERT and RoBERTa encoders built in-process: no hub, seconds to make."""
+"""Tiny, randomly initialised BERT and RoBERTa encoders and a Qwen3 decoder, built in-process: no hub, seconds to make."""
 
 from __future__ import annotations
 
@@ -80,6 +80,32 @@ def make_tiny_roberta(folder: Path, dropout: float = 0.0) -> Path:
     return folder
 
 
+def make_tiny_qwen3(folder: Path, dropout: float = 0.0) -> Path:
+    """A raw 2-layer Qwen3 decoder folder with a byte-level BPE tokenizer that adds no special tokens.
+
+    As Qwen's own tokenizers: ``<|endoftext|>`` pads, ``<|im_end|>`` is the chat EOS, and nothing
+    is appended to a text, so the decoder presets must append the end-of-text token themselves.
+    """
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(_training_text(), vocab_size=800, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>", model_max_length=128,
+    )
+    fast.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=bpe.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, intermediate_size=64, max_position_embeddings=128,
+        attention_dropout=dropout, initializer_range=0.2, pad_token_id=0, eos_token_id=2,
+    )
+    Qwen3Model(config).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
     """Path to a raw tiny BERT; load with ``load_model(path, preset="bge")`` (CLS pooling)."""
@@ -96,3 +122,9 @@ def tiny_roberta(tmp_path_factory) -> Path:
 def beir_code() -> Path:
     """A small real code-retrieval set: 128 docstring queries over 327 standard-library functions."""
     return FIXTURES / "beir_code"
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory) -> Path:
+    """Path to a raw tiny Qwen3 decoder; load with ``load_model(path, preset="decoder")`` (last-token pooling)."""
+    return make_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))

@@ -19,6 +19,7 @@ from trainer.errors import CodetuneError
 from trainer.loop import TrainConfig, Trainer, check_batches
 from trainer.losses import MatryoshkaInfoNCE
 from trainer.models import load_model
+from trainer.models.memory import prepare_for_training
 from trainer.models.merge import interpolate, snapshot
 from trainer.preemption import EXIT_PREEMPTED, Preempted, StopRequest
 
@@ -81,6 +82,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         base = snapshot(model) if cfg.merge.alpha != 1.0 else None
         if adapt is not None:
             adapt(model)
+        prepare_for_training(model, m.gradient_checkpointing)
         trainer = Trainer(model, rows, loss_fn, cfg.train, acc, run_dir, tracker, stop)
         try:
             steps = trainer.fit(resume_from)

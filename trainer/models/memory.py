@@ -1,0 +1,50 @@
+"""What a model keeps in memory while it trains: the dtype of its trained weights, and its activations.
+
+* Trained weights are fp32. AdamW's update is about ``lr`` in size, and a bf16 weight cannot hold a
+  change below 2^-8 of itself: at lr 1e-5 every update of a weight of 0.02 would round away. So a
+  decoder loaded in bf16 trains fp32 copies of what it updates (all of it in full fine-tuning,
+  the adapters under LoRA) while its frozen weights stay bf16, which is where the memory goes.
+* Gradient checkpointing (Chen et al., "Training Deep Nets with Sublinear Memory Cost", 2016)
+  keeps only each layer's input in the forward pass and recomputes the rest during backward:
+  activation memory of one layer instead of all of them, for one more forward pass of compute.
+  torch's checkpoint restores the RNG state for the recomputation, so dropout is the same in both,
+  and GradCache's second forward (which restores the RNG itself) stays equal to its first.
+"""
+
+from __future__ import annotations
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Transformer
+
+from trainer.errors import CodetuneError
+
+
+def prepare_for_training(model: SentenceTransformer, gradient_checkpointing: bool) -> None:
+    """Make trained weights fp32 and, if asked, turn on gradient checkpointing; in place, after any LoRA."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            p.data = p.data.float()
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+
+
+def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
+    """Recompute each transformer layer's activations in backward (non-reentrant checkpointing).
+
+    Non-reentrant checkpointing needs no gradient on the layer inputs, so it works under LoRA,
+    where the embeddings are frozen.
+
+    Raises:
+        CodetuneError: when the model has no Hugging Face transformer that supports it.
+    """
+    found = [m.model for m in model.modules() if isinstance(m, Transformer)]
+    # Under LoRA the Hugging Face model sits inside a PeftModel.
+    bases = [m.get_base_model() if hasattr(m, "get_base_model") else m for m in found]
+    if not bases or not all(getattr(m, "supports_gradient_checkpointing", False) for m in bases):
+        names = ", ".join(type(m).__name__ for m in bases) or "no Transformer module"
+        raise CodetuneError(f"model.gradient_checkpointing: not supported by this model ({names})")
+    for base in bases:
+        # transformers 5 renamed it; 4.x only has gradient_checkpointing_enable.
+        enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
