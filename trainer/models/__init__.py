@@ -15,6 +15,7 @@ from sentence_transformers.base.modules import Normalize, Router, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from trainer.errors import CodetuneError
+from trainer.models.embedded import embedded_path
 from trainer.models.presets import PRESETS, preset_for_name
 
 DEFAULT_ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -37,7 +38,8 @@ def load_model(
     """Resolve ``spec`` to a :class:`SentenceTransformer`.
 
     Args:
-        spec: ``default``, a local folder, or a hub name such as ``BAAI/bge-base-en-v1.5``.
+        spec: ``default``, ``mpnet-base`` (the ``mpnet`` extra, see :mod:`trainer.models.embedded`),
+            a local folder, or a hub name such as ``BAAI/bge-base-en-v1.5``.
         preset: ``bge`` or ``codebert`` to assemble a raw encoder; ``none`` to never use one.
             By default a name that contains a preset's key uses it, unless the folder is
             already a sentence-transformers model (it has ``modules.json``).
@@ -50,10 +52,11 @@ def load_model(
     """
     if preset is not None and preset != "none" and preset not in PRESETS:
         raise CodetuneError(f"model.preset: unknown preset {preset!r} (choose from {', '.join(PRESETS)}, none)")
-    if spec.lower() in DEFAULT_ALIASES:
+    embedded = embedded_default_path() if spec.lower() in DEFAULT_ALIASES else embedded_path(spec)
+    if embedded is not None:
         # The embedded copy needs no hub; stop huggingface_hub from trying to reach one.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        spec = str(embedded_default_path())
+        spec = str(embedded)
     local = Path(spec).expanduser()
     if preset is None and not (local / "modules.json").is_file():
         preset = preset_for_name(spec)
