@@ -16,6 +16,7 @@ from sentence_transformers.base.modules import Normalize, Router, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from trainer.errors import CodetuneError
+from trainer.models.embedded import embedded_path
 from trainer.models.presets import PRESETS, end_with_eos, preset_for_name, weight_dtype
 
 DEFAULT_ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
@@ -38,7 +39,8 @@ def load_model(
     """Resolve ``spec`` to a :class:`SentenceTransformer`.
 
     Args:
-        spec: ``default``, a local folder, or a hub name such as ``BAAI/bge-base-en-v1.5``.
+        spec: ``default``, ``mpnet-base`` (the ``mpnet`` extra, see :mod:`trainer.models.embedded`),
+            a local folder, or a hub name such as ``BAAI/bge-base-en-v1.5``.
         preset: a key of :data:`~trainer.models.presets.PRESETS` (``bge``, ``codebert``, ``decoder``,
             ``qwen3-embedding``, ``gte-qwen2``) to assemble a raw model; ``none`` to never use one.
             By default a name that contains one of a preset's names uses it, unless the folder is
@@ -52,10 +54,11 @@ def load_model(
     """
     if preset is not None and preset != "none" and preset not in PRESETS:
         raise CodetuneError(f"model.preset: unknown preset {preset!r} (choose from {', '.join(PRESETS)}, none)")
-    if spec.lower() in DEFAULT_ALIASES:
+    embedded = embedded_default_path() if spec.lower() in DEFAULT_ALIASES else embedded_path(spec)
+    if embedded is not None:
         # The embedded copy needs no hub; stop huggingface_hub from trying to reach one.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        spec = str(embedded_default_path())
+        spec = str(embedded)
     local = Path(spec).expanduser()
     if preset is None and not (local / "modules.json").is_file():
         preset = preset_for_name(spec)
