@@ -15,7 +15,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+# From a checkout, trainer/ may not be installed. Installed, this file is trainer/recipes/NAME.py,
+# and trainer/ itself must not go on sys.path (its modules would shadow packages such as `evaluate`).
+if (Path(__file__).resolve().parents[1] / "trainer").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.preemption import StopRequest  # noqa: E402
 
@@ -34,8 +37,13 @@ class LoraRecipeConfig(FineTuneConfig):
     lora: LoraSettings = field(default_factory=LoraSettings)
 
 
+def config(argv: list[str] | None = None) -> LoraRecipeConfig:
+    """The resolved config: defaults, then the YAML (``--config`` or the shipped one), then ``key=value`` overrides."""
+    return load_config(LoraRecipeConfig, argv, DEFAULT_CONFIG)
+
+
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(LoraRecipeConfig, argv, DEFAULT_CONFIG)
+    cfg = config(argv)
 
     def adapt(model):
         trainable, total = apply_lora(model, cfg.lora)

@@ -17,7 +17,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+# From a checkout, trainer/ may not be installed. Installed, this file is trainer/recipes/NAME.py,
+# and trainer/ itself must not go on sys.path (its modules would shadow packages such as `evaluate`).
+if (Path(__file__).resolve().parents[1] / "trainer").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.preemption import StopRequest  # noqa: E402
 
@@ -30,9 +33,13 @@ from trainer.finetune import FineTuneConfig, fine_tune  # noqa: E402
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "matryoshka.yaml"
 
 
+def config(argv: list[str] | None = None) -> FineTuneConfig:
+    """The resolved config: defaults, then the YAML (``--config`` or the shipped one), then ``key=value`` overrides."""
+    return load_config(FineTuneConfig, argv, DEFAULT_CONFIG)
+
+
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(FineTuneConfig, argv, DEFAULT_CONFIG)
-    return fine_tune(cfg, "matryoshka")
+    return fine_tune(config(argv), "matryoshka")
 
 
 if __name__ == "__main__":

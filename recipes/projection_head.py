@@ -17,7 +17,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+# From a checkout, trainer/ may not be installed. Installed, this file is trainer/recipes/NAME.py,
+# and trainer/ itself must not go on sys.path (its modules would shadow packages such as `evaluate`).
+if (Path(__file__).resolve().parents[1] / "trainer").is_dir():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.preemption import EXIT_PREEMPTED, StopRequest  # noqa: E402
 
@@ -62,8 +65,13 @@ class ProjectionHeadConfig(run.RunConfig):
     head: HeadSettings = field(default_factory=HeadSettings)
 
 
+def config(argv: list[str] | None = None) -> ProjectionHeadConfig:
+    """The resolved config: defaults, then the YAML (``--config`` or the shipped one), then ``key=value`` overrides."""
+    return load_config(ProjectionHeadConfig, argv, DEFAULT_CONFIG)
+
+
 def main(argv: list[str] | None = None) -> int:
-    cfg = load_config(ProjectionHeadConfig, argv, DEFAULT_CONFIG)
+    cfg = config(argv)
 
     # Setup: one process (the head trains in seconds), the frozen encoder, then the run folder and data.
     acc = run.make_accelerator(None, cfg.tracking, cfg.head.seed, cfg.cpu_threads, cfg.collective_timeout_s)

@@ -1,7 +1,7 @@
 """Every bad input through the real command line: one line on stderr, exit status 2, nothing written.
 
 One row per category of the input probe (config, model, data, dims, evaluation set, index,
-compare); signals are in tests/test_stop.py. Each command runs in an empty working folder and
+compare), and the same through `codetune train`; signals are in tests/test_stop.py. Each command runs in an empty working folder and
 points its outputs there, so "nothing written" is checked by that folder staying empty.
 """
 
@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BEIR = Path(__file__).parent / "fixtures" / "beir_code"
 RECIPE = str(ROOT / "recipes" / "matryoshka.py")
 HEAD = str(ROOT / "recipes" / "projection_head.py")
+TRAIN = ["-m", "trainer.cli", "train"]  # `codetune train`
+ONE_CPU = ["--cpu", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
 
 def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
@@ -44,6 +46,17 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("index: missing index", ["-m", "trainer.search", "query", "./no-index", "a question"], "no-index"),
         ("index: k below 1", ["-m", "trainer.search", "query", "./no-index", "q", "-k", "0"], "-k"),
         ("compare: run without results", ["-m", "trainer.compare", str(tmp / "run")], "eval.json"),
+        ("codetune: unknown command", ["-m", "trainer.cli", "frobnicate"], "frobnicate"),
+        # `codetune train` checks the config before accelerate starts a worker ...
+        ("train: value of the wrong type", [*TRAIN, "matryoshka", *run, "train.lr=abc"], "train.lr"),
+        ("train: unknown key of the lora recipe", [*TRAIN, "lora", *run, "lora.rnk=4"], "lora.rnk"),
+        ("train: unknown recipe", [*TRAIN, "nope", *run], "nope"),
+        ("train: shipped config that is not", [*TRAIN, "matryoshka", *run, "--config", "nope"], "nope"),
+        ("train: launcher flag of the wrong type", [*TRAIN, "--num_processes", "x", "matryoshka", *run], "--num_processes"),
+        ("train: no such data", [*TRAIN, "matryoshka", *run, "data.source=./no/such/tree"], "data.source"),
+        # ... and a worker's own error comes through as the worker's one line and status, not a traceback and 1.
+        ("train: a model the worker cannot load", [*TRAIN, *ONE_CPU, "matryoshka", *run, "model.name=./no-such-model"],
+         "no-such-model"),
     ]
 
 

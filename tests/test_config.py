@@ -1,6 +1,9 @@
 """Typed config: defaults < YAML < overrides, and one-line errors naming the file or flag."""
 
+import functools
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -61,17 +64,40 @@ def test_split_argv_forms():
     assert split_argv(["a=1", "--b", "2", "--c=3", "--config", "x.yaml"]) == ("x.yaml", [("a", "1"), ("b", "2"), ("c", "3")])
 
 
-@pytest.mark.parametrize("recipe_config", ["matryoshka", "bge", "codebert", "lora"])
-def test_shipped_configs_load(recipe_config):
-    import sys
-    from pathlib import Path
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
 
-    root = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(root / "recipes"))
-    from lora import LoraRecipeConfig
 
-    cfg = load_config(LoraRecipeConfig, ["--config", str(root / "recipes" / "configs" / f"{recipe_config}.yaml")])
-    assert cfg.train.batch_size > 0
+def _leaves(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        out.update(_leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return out
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_each_shipped_config_loads_into_its_own_recipe_with_every_value_it_sets(path):
+    """The recipe is the one its header's launch line names; every key of the file reaches the config."""
+    import yaml
+
+    from trainer.launch import load_recipe, recipe_path
+
+    (recipe,) = set(re.findall(r"^#.*recipes/(\w+)\.py", path.read_text(), re.M))
+    cfg = load_recipe(recipe_path(recipe)).config(["--config", str(path)])
+    values = _leaves(yaml.safe_load(path.read_text()))
+    assert values, path
+    for key, value in values.items():
+        got = functools.reduce(getattr, key.split("."), cfg)
+        assert got == (pytest.approx(float(value)) if isinstance(got, float) else value), key
+
+
+def test_every_shipped_recipe_has_a_config_and_its_default_ships():
+    from trainer.launch import load_recipe, recipe_path, shipped_recipes
+
+    assert shipped_recipes() == ["lora", "matryoshka", "projection_head"]
+    for name in shipped_recipes():
+        module = load_recipe(recipe_path(name))
+        assert Path(module.DEFAULT_CONFIG) in SHIPPED
+        assert module.config([]) == module.config(["--config", str(module.DEFAULT_CONFIG)])
 
 
 def test_yes_no_on_off_stay_strings():
