@@ -34,6 +34,7 @@ from trainer.data.sampler import text_keys  # noqa: E402
 from trainer.embedding_cache import cached_encode  # noqa: E402
 from trainer.errors import CodetuneError, cli_main  # noqa: E402
 from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
+from trainer.model_card import RunFacts, data_summary  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.models.projection import QueryHead, fit_query_head, with_query_head  # noqa: E402
 
@@ -83,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     dims = run.matryoshka_dims(cfg.loss, base)
     loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)
     with run.run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
-        _, tracker = run.start(cfg, run_dir, acc)
+        _, tracker = run.start(cfg, run_dir, acc, "projection_head")
         data = load_training_data(cfg.data, run_dir, model=base)
         eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
+        facts = RunFacts("projection_head", cfg, data_summary(cfg.data, data, eval_data))
+        tracker.log_data(facts.data)
         rows = data.train.to_list()
 
         # Encode once (cached across runs), then train the head on the cached embeddings.
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
         if eval_data is not None:
             meta["data_fingerprint"] = eval_data.fingerprint()
-        run.finish(model, run_dir, before, after, meta, acc, title=f"projection head on {m.name}: held-out code retrieval")
+        run.finish(model, run_dir, before, after, meta, acc, f"projection head on {m.name}: held-out code retrieval", facts, tracker)
         tracker.finish()
     return 0
 

@@ -18,6 +18,7 @@ from trainer.data.beir import load_beir
 from trainer.errors import CodetuneError
 from trainer.loop import TrainConfig, Trainer, check_batches
 from trainer.losses import MatryoshkaInfoNCE
+from trainer.model_card import RunFacts, data_summary
 from trainer.models import load_model
 from trainer.models.memory import prepare_for_training
 from trainer.models.merge import interpolate, snapshot
@@ -67,9 +68,11 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         cfg.loss.false_negative_margin,
     )
     with run.run_folder(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
-        resume_from, tracker = run.start(cfg, run_dir, acc)
+        resume_from, tracker = run.start(cfg, run_dir, acc, recipe)
         data = run.load_data_once(cfg.data, run_dir, model, acc)
         eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
+        facts = RunFacts(recipe, cfg, data_summary(cfg.data, data, eval_data))
+        tracker.log_data(facts.data)
         rows = data.train.to_list()
         check_batches(rows, cfg.train, acc.num_processes)  # before the base evaluation, not after it
         if cfg.tracking.log_examples:
@@ -101,6 +104,6 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
         if eval_data is not None:
             meta["data_fingerprint"] = eval_data.fingerprint()
-        run.finish(final_model, run_dir, before, after, meta, acc, title=f"{recipe} {m.name}: held-out code retrieval")
+        run.finish(final_model, run_dir, before, after, meta, acc, f"{recipe} {m.name}: held-out code retrieval", facts, tracker)
         tracker.finish()
     return 0

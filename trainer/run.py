@@ -29,6 +29,8 @@ from trainer.data.beir import BeirData
 from trainer.errors import CodetuneError, RunFailed
 from trainer.evaluator import default_dims, evaluate, resolve_dims
 from trainer.fileio import atomic_write_json
+from trainer.hub import HubConfig, push
+from trainer.model_card import RunFacts, write_cards
 from trainer.tables import before_after_table, print_table
 from trainer.tracking import Tracker, TrackingConfig, uses_wandb
 
@@ -80,6 +82,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
 
 
 RUN_MARKER = ".codetune-run"  # written when codetune creates a run folder: only such a folder is ever replaced
@@ -313,7 +316,7 @@ def make_accelerator(
 
 
 # Keys that do not change what a run computes: a resume may change them freely.
-RESUME_FREE_KEYS = ("output_dir", "overwrite", "resume_from_checkpoint", "cpu_threads", "collective_timeout_s", "tracking.", "eval.",
+RESUME_FREE_KEYS = ("output_dir", "overwrite", "resume_from_checkpoint", "cpu_threads", "collective_timeout_s", "tracking.", "eval.", "hub.",
                     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "model.gradient_checkpointing")
 
 
@@ -351,7 +354,7 @@ def check_resume_config(saved_file: Path, cfg) -> None:
         )
 
 
-def start(cfg, run_dir: Path, acc: Accelerator) -> tuple[Path | None, Tracker]:
+def start(cfg, run_dir: Path, acc: Accelerator, recipe: str | None = None) -> tuple[Path | None, Tracker]:
     """Checkpoint to resume from, resolved config saved, tracker started (in a :func:`run_folder`).
 
     A resumed run keeps the ``config.yaml`` it was started with (it is checked, not rewritten), so
@@ -364,7 +367,7 @@ def start(cfg, run_dir: Path, acc: Accelerator) -> tuple[Path | None, Tracker]:
         check_resume_config(own if own.is_file() else resume_from.resolve().parents[1] / "config.yaml", cfg)
     if not own.is_file() and acc.is_main_process:
         save_config(cfg, own)
-    tracker = Tracker(acc, run_dir, cfg.tracking, to_dict(cfg), run_name=run_dir.name)
+    tracker = Tracker(acc, run_dir, cfg.tracking, to_dict(cfg), run_name=run_dir.name, group=recipe)
     return resume_from, tracker
 
 
@@ -411,8 +414,15 @@ def finish(
     eval_meta: dict,
     acc: Accelerator,
     title: str,
+    facts: RunFacts | None = None,
+    tracker: Tracker | None = None,
 ) -> Path:
-    """Write ``eval.json``, print the before/after table and export ``run_dir/final`` (main process)."""
+    """Write ``eval.json``, print the before/after table, export ``run_dir/final`` (main process).
+
+    With ``facts``, ``final/`` (and a LoRA run's ``adapter/``) gets its own model card, and is
+    pushed to ``hub.repo_id`` when the config names one. With ``tracker``, the W&B run gets the
+    results table and plot, and the final model as an artifact.
+    """
     final = run_dir / "final"
     if acc.is_main_process:
         if before is not None and after is not None:
@@ -422,6 +432,15 @@ def finish(
             )
             print_table(before_after_table(before, after, title=title))
         export_model(model, final)
+        if facts is not None:
+            write_cards(run_dir, model, facts, before, after)
         print(f"saved {final}  (SentenceTransformer('{final}') loads it)")
+        if tracker is not None:
+            if before is not None and after is not None:
+                tracker.log_results(before, after)
+            recipe = facts.recipe if facts is not None else "model"
+            tracker.log_model(final, f"{recipe}-{run_dir.name}", {"base_model": eval_meta.get("model"), "metrics": after})
+        if facts is not None and facts.config.hub.repo_id:
+            push(final, facts.config.hub, f"codetune {facts.recipe}: {run_dir.name}")
     acc.wait_for_everyone()
     return final
