@@ -196,7 +196,7 @@ def test_the_evaluator_and_search_work_on_it_unchanged(decoder_st, tmp_path):
     from trainer.data.beir import load_beir
     from trainer.evaluator import evaluate
     from trainer.retrieval import encode, normalize_truncate, top_k
-    from trainer.search import build_index, load_index, search
+    from trainer.search import build_index, document_text, load_index, search
 
     model = load_model(str(decoder_st))
     data = load_beir(FIXTURE)
@@ -207,8 +207,8 @@ def test_the_evaluator_and_search_work_on_it_unchanged(decoder_st, tmp_path):
     build_index([CODE_TREE / "pkg"], tmp_path / "index", str(decoder_st), model=model, show_progress=False)
     idx = load_index(tmp_path / "index")
     assert idx.dim == 32
-    hits = search(idx, QUERIES, model, k=3)
-    docs = normalize_truncate(encode(model, [s.code for s in idx.snippets], "document"), 32)
+    hits = search(idx, QUERIES, model, k=3, mode="dense")
+    docs = normalize_truncate(encode(model, [document_text(s) for s in idx.snippets], "document"), 32)
     scores, ids = top_k(normalize_truncate(encode(model, QUERIES, "query"), 32), docs, k=3)
     for row, srow, irow in zip(hits, scores, ids):
         torch.testing.assert_close(torch.tensor([h.score for h in row]), srow, atol=1e-5, rtol=0)
