@@ -97,7 +97,7 @@ def test_length_buckets_equal_one_padded_batch(tiny_bert, tmp_path):
         assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / run))
 
 
-def test_source_groups_put_a_files_rows_together_and_need_a_path():
+def test_source_groups_put_a_files_rows_together_and_pathless_rows_at_random():
     from trainer.data.sampler import plan_batches, text_keys
     from trainer.errors import CodetuneError
     from trainer.loop import TrainConfig, source_groups
