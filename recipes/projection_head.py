@@ -26,7 +26,6 @@ StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take
 from trainer import run  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.data import load_training_data  # noqa: E402
-from trainer.data.beir import load_beir  # noqa: E402
 from trainer.data.sampler import text_keys  # noqa: E402
 from trainer.embedding_cache import cached_encode  # noqa: E402
 from trainer.errors import CodetuneError, cli_main  # noqa: E402
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     with run.run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         _, tracker = run.start(cfg, run_dir, acc)
         data = load_training_data(cfg.data, run_dir, model=base)
-        eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
+        eval_data = data.eval_data
         rows = data.train.to_list()
 
         # Encode once (cached across runs), then train the head on the cached embeddings.

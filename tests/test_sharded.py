@@ -117,3 +117,34 @@ def test_negatives_cli_on_two_processes_writes_what_one_writes(tiny_st, tmp_path
     assert one.read_text() == two.read_text()
     rows = [json.loads(line) for line in one.read_text().splitlines()]
     assert sum(len(r["negatives"]) for r in rows) >= len(rows)  # negatives were found, and agree
+
+
+def launch_eval_worker(model_dir, source, out, processes):
+    out.mkdir()
+    launcher = ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    run([*LAUNCH, *launcher, "--num_processes", str(processes), str(ROOT / "tests" / "eval_worker.py"),
+         str(model_dir), str(source), str(out)])
+    return [json.loads((out / f"rank-{r}.json").read_text()) for r in range(processes)]
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_recipe_evaluation_uses_every_rank_and_scores_what_one_process_scores(tiny_bert, beir_code, tmp_path):
+    from trainer.data.beir import load_beir
+
+    (one,) = launch_eval_worker(tiny_bert, beir_code, tmp_path / "one", 1)
+    ranks = launch_eval_worker(tiny_bert, beir_code, tmp_path / "two", 2)
+    for dim, metrics in one["metrics"].items():
+        assert ranks[0]["metrics"][dim] == pytest.approx(metrics, abs=1e-4)
+    assert ranks[1]["metrics"] is None  # metrics are the main process's to log and save
+    # Each rank encoded about half of the queries and half of the corpus, and together all of them.
+    for kind, total in (("query", one["queries"]), ("document", one["documents"])):
+        shares = [r["counts"][kind] for r in ranks]
+        assert one["counts"][kind] == sum(shares) == total
+        assert all(abs(s - total / 2) <= 8 for s in shares), shares  # batch_size=8: one batch apart at most
+    # A resumed run reuses eval_before.json on every rank: no rank encodes, none waits on another.
+    assert all(r["resumed_counts"] == {"query": 0, "document": 0} for r in [one, *ranks])
+    assert ranks[0]["resumed_metrics"] == ranks[0]["metrics"]
+    # The held-out set reached rank 1 in memory, equal to the copy written to the run folder.
+    written = load_beir(tmp_path / "two" / "run" / "data" / "eval").fingerprint()
+    assert {r["fingerprint"] for r in ranks} == {written} == {one["fingerprint"]}

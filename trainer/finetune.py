@@ -14,7 +14,6 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from trainer import run
-from trainer.data.beir import load_beir
 from trainer.errors import CodetuneError
 from trainer.loop import TrainConfig, Trainer, check_batches
 from trainer.losses import MatryoshkaInfoNCE
@@ -67,7 +66,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
     with run.run_folder(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc)
         data = run.load_data_once(cfg.data, run_dir, model, acc)
-        eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
+        eval_data = data.eval_data
         rows = data.train.to_list()
         check_batches(rows, cfg.train, acc.num_processes)  # before the base evaluation, not after it
         if cfg.tracking.log_examples:
