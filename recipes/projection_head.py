@@ -29,7 +29,6 @@ StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take
 from trainer import run  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.data import load_training_data  # noqa: E402
-from trainer.data.beir import load_beir  # noqa: E402
 from trainer.data.sampler import text_keys  # noqa: E402
 from trainer.embedding_cache import cached_encode  # noqa: E402
 from trainer.errors import CodetuneError, cli_main  # noqa: E402
@@ -86,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     with run.run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         _, tracker = run.start(cfg, run_dir, acc, "projection_head")
         data = load_training_data(cfg.data, run_dir, model=base)
-        eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
+        eval_data = data.eval_data
         facts = RunFacts("projection_head", cfg, data_summary(cfg.data, data, eval_data))
         tracker.log_data(facts.data)
         rows = data.train.to_list()

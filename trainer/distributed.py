@@ -1,9 +1,12 @@
-"""The only module that talks to torch.distributed: rank helpers and an all-gather that keeps gradients.
+"""The only module that talks to torch.distributed: rank helpers, gathers, and joining a launcher's group.
 
 One process is the trivial case of N: every function here works without a process group.
 """
 
 from __future__ import annotations
+
+import os
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -68,3 +71,37 @@ def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate every rank's ``tensor`` in rank order, when ranks hold different numbers of rows (no gradient).
+
+    Args:
+        tensor: (n_r, ...) with the same trailing shape, dtype and device type on every rank.
+
+    Returns:
+        (sum of n_r, ...); ``tensor`` itself when not distributed.
+    """
+    if not is_distributed():
+        return tensor
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.empty_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    counts = [int(c) for c in counts]
+    padded = tensor.new_zeros((max(counts), *tensor.shape[1:]))  # all_gather needs one shape on every rank
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:c] for part, c in zip(parts, counts)])
+
+
+def join_launch(timeout_s: int = 1800) -> torch.device:
+    """Join the process group that ``accelerate launch`` (or torchrun) set up, for a CLI; returns this process's device.
+
+    Started without a launcher it forms no group: one process on the best device. On a machine
+    without GPUs, N launched processes join over gloo (accelerate does that only when told ``cpu``).
+    """
+    from accelerate import PartialState
+
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s)).device

@@ -1,17 +1,21 @@
 """The shared evaluator: every model in codetune is scored here, the same way.
 
 Queries and documents are each encoded once, at full dimension; every Matryoshka dimension is then
-a truncation + re-normalisation of those embeddings, followed by exact top-k in chunks.
+a truncation + re-normalisation of those embeddings, followed by exact top-k in chunks. Across
+processes each encodes 1/N of the queries and of the corpus, keeps its corpus share, and the
+per-process top-k lists are merged (:mod:`trainer.retrieval`): N processes score what one scores.
 """
 
 from __future__ import annotations
 
+import torch
 from sentence_transformers import SentenceTransformer
 
+from trainer import distributed
 from trainer.data.beir import BeirData
 from trainer.errors import CodetuneError
 from trainer.metrics import MAX_K, retrieval_metrics
-from trainer.retrieval import encode, normalize_truncate, top_k
+from trainer.retrieval import encode_share, gather_share, search
 
 STANDARD_DIMS = (512, 256, 128, 64)
 
@@ -37,8 +41,16 @@ def evaluate(
     dims: list[int] | None = None,
     batch_size: int = 64,
     show_progress: bool = True,
+    across_processes: bool = False,
+    corpus_dtype: torch.dtype = torch.float16,
 ) -> dict[str, dict[str, float]]:
     """Score ``model`` on ``data`` at every dimension from one encoding pass.
+
+    Args:
+        across_processes: every process of the group takes a share and gets the metrics; a
+            collective call then, which every process must make. Without a group it changes nothing.
+        corpus_dtype: how the corpus embeddings are kept; fp16 halves their memory, and scores
+            are computed in fp32 from it.
 
     Returns:
         ``{str(dim): {"ndcg@10": ..., "mrr@10": ..., "recall@1": ..., ..., "map@100": ...}}``
@@ -46,16 +58,21 @@ def evaluate(
     relevant = data.relevant()
     if not relevant:
         raise CodetuneError("evaluation data has no query with a relevant document")
+    rank, world = (distributed.rank(), distributed.world_size()) if across_processes else (0, 1)
+    show_progress = show_progress and rank == 0
     qids = list(relevant)
     doc_ids = list(data.corpus)
     was_training = model.training
     model.eval()
-    q = encode(model, [data.queries[i] for i in qids], "query", batch_size, show_progress)  # (Q, D)
-    d = encode(model, [data.document_text(i) for i in doc_ids], "document", batch_size, show_progress)  # (N, D)
+    queries = [data.queries[i] for i in qids]
+    q = encode_share(model, queries, "query", batch_size, rank, world, show_progress=show_progress)
+    q = gather_share(q)  # (Q, D): every process scores every query
+    docs = [data.document_text(i) for i in doc_ids]
+    d = encode_share(model, docs, "document", batch_size, rank, world, corpus_dtype, show_progress)  # (~N/world, D)
     model.train(was_training)
     results = {}
     for dim in resolve_dims(dims, q.shape[1]):
-        _, idx = top_k(normalize_truncate(q, dim), normalize_truncate(d, dim), MAX_K)  # (Q, k)
+        _, idx = search(q, d, MAX_K, dim)  # (Q, k)
         rankings = {qid: [doc_ids[j] for j in row] for qid, row in zip(qids, idx.tolist())}
         results[str(dim)] = retrieval_metrics(rankings, relevant)
     return results

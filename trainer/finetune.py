@@ -14,7 +14,6 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from trainer import run
-from trainer.data.beir import load_beir
 from trainer.errors import CodetuneError
 from trainer.loop import TrainConfig, Trainer, check_batches
 from trainer.losses import MatryoshkaInfoNCE
@@ -70,7 +69,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
     with run.run_folder(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc, recipe)
         data = run.load_data_once(cfg.data, run_dir, model, acc)
-        eval_data = load_beir(data.eval_dir, data.eval_split) if data.eval_dir else None
+        eval_data = data.eval_data
         facts = RunFacts(recipe, cfg, data_summary(cfg.data, data, eval_data))
         tracker.log_data(facts.data)
         rows = data.train.to_list()

@@ -74,7 +74,7 @@ class RunConfig:
     # (plain `accelerate launch` pins every process to 1 thread, half of a 2-core machine).
     cpu_threads: int | None = None
     # Longest wait in one collective before a process gives up: bounds the hang when a peer dies
-    # (a dead node, an OOM kill). Work done by rank 0 alone (e.g. evaluation) must fit in it.
+    # (a dead node, an OOM kill). Work done by rank 0 alone (preparing the data) must fit in it.
     collective_timeout_s: int = 1800
     resume_from_checkpoint: str | None = None  # latest | auto | a checkpoint folder
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -225,9 +225,10 @@ def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, a
     """The main process reads, mines, filters and splits the data; every other process receives its rows.
 
     Nothing is mined, encoded or written twice (one writer of ``run_dir/data``, even across nodes
-    on a shared filesystem), and every rank holds identical rows by construction rather than by
-    independent encodes agreeing. An error on the main process is sent to the others, so every
-    rank ends with the same one line instead of waiting in a collective for a peer that is gone.
+    on a shared filesystem), and every rank holds identical rows and held-out set by construction
+    rather than by independent encodes or reads agreeing (no rank reads the held-out set back).
+    An error on the main process is sent to the others, so every rank ends with the same one
+    line instead of waiting in a collective for a peer that is gone.
     """
     payload: list = [None]
     failure = None
@@ -235,7 +236,7 @@ def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, a
         try:
             data = load_training_data(cfg, run_dir, model=model)
             if acc.num_processes > 1:
-                payload = [(data.train.to_dict(), data.train.features, data.eval_dir, data.eval_split)]
+                payload = [(data.train.to_dict(), data.train.features, data.eval_dir, data.eval_split, data.eval_data)]
         except Exception as err:  # noqa: BLE001 -- the others must hear of any failure, then it is re-raised
             failure = err
             payload = [err if isinstance(err, CodetuneError) else RunFailed(f"the main process failed preparing the data: {err}")]
@@ -247,8 +248,8 @@ def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, a
         raise payload[0]
     if acc.is_main_process:
         return data
-    columns, features, eval_dir, split = payload[0]
-    return TrainingData(datasets.Dataset.from_dict(columns, features=features), eval_dir, split)
+    columns, features, eval_dir, split, eval_data = payload[0]
+    return TrainingData(datasets.Dataset.from_dict(columns, features=features), eval_dir, split, eval_data)
 
 
 def bf16_supported() -> bool:
@@ -380,12 +381,14 @@ def matryoshka_dims(cfg: LossConfig, model: SentenceTransformer) -> list[int]:
 def evaluate_main(
     model: SentenceTransformer, data: BeirData | None, dims: list[int], cfg: EvalConfig, acc: Accelerator
 ) -> dict | None:
-    """Evaluate on the main process (others wait); returns metrics there, None elsewhere or without data."""
-    result = None
-    if acc.is_main_process and data is not None:
-        result = evaluate(model, data, dims, batch_size=cfg.batch_size)
-    acc.wait_for_everyone()
-    return result
+    """Evaluate with every process encoding and scoring 1/N; metrics on the main process, else (or without data) None.
+
+    No process waits at a barrier while another works: the shares meet only in the gathers.
+    """
+    if data is None:
+        return None
+    result = evaluate(model, data, dims, batch_size=cfg.batch_size, across_processes=True)
+    return result if acc.is_main_process else None
 
 
 def evaluate_base(
@@ -393,7 +396,10 @@ def evaluate_base(
 ) -> dict | None:
     """:func:`evaluate_main` of the base model, kept in ``run_dir`` so a resumed run does not redo it."""
     path = run_dir / "eval_before.json"
-    if path.is_file():
+    done = [path.is_file()]
+    if acc.num_processes > 1:
+        broadcast_object_list(done)  # the main process decides: a node that cannot see the file must not evaluate alone
+    if done[0]:
         return json.loads(path.read_text()) if acc.is_main_process else None
     result = evaluate_main(model, data, dims, cfg, acc)
     if result is not None:

@@ -4,7 +4,8 @@ Recipes make one call::
 
     data = load_training_data(config.data, run_dir, model=model)
     data.train      # datasets.Dataset: query, positive, [negatives], path, line, name, language
-    data.eval_dir   # BEIR folder for the evaluator, or None
+    data.eval_data  # the held-out BeirData the evaluator scores, in memory, or None
+    data.eval_dir   # where that set lies on disk (a run folder keeps it for the record), or None
 
 The modules, one step each: :mod:`~trainer.data.languages` (functions of a file),
 :mod:`~trainer.data.mining` (pairs of a tree), :mod:`~trainer.data.filters` (dedup and limits),
@@ -128,8 +129,9 @@ class TrainingData:
     """What a recipe trains and evaluates on."""
 
     train: datasets.Dataset  # query, positive, [negatives], path, line, name, language
-    eval_dir: Path | None  # a BEIR folder, or None when nothing is held out
+    eval_dir: Path | None  # the held-out set's BEIR folder, or None when nothing is held out
     eval_split: str = "test"
+    eval_data: BeirData | None = None  # the held-out set itself, handed to the evaluator without a read back
 
 
 def load_training_data(
@@ -174,8 +176,13 @@ def load_training_data(
 
         train = add_query_forms(train, config.query_forms)
     if config.eval is not None:
-        return TrainingData(train, Path(config.eval), config.eval_split)
-    return TrainingData(train, _held_out_dir(held_out, Path(work_dir)))
+        from trainer.data.beir import load_beir
+
+        return TrainingData(train, Path(config.eval), config.eval_split, load_beir(config.eval, config.eval_split))
+    if not held_out:
+        return TrainingData(train, None)
+    eval_dir, eval_data = _held_out(held_out, Path(work_dir))
+    return TrainingData(train, eval_dir, eval_data=eval_data)
 
 
 def _read_sources(config: DataConfig) -> tuple[list[datasets.Dataset], list[BeirData | Path]]:
@@ -216,17 +223,17 @@ def _read_sources(config: DataConfig) -> tuple[list[datasets.Dataset], list[Beir
     return trains, held_out
 
 
-def _held_out_dir(held_out: list[BeirData | Path], work_dir: Path) -> Path | None:
-    """The standard library's cached test folder as it is; anything else written under ``work_dir``."""
+def _held_out(held_out: list[BeirData | Path], work_dir: Path) -> tuple[Path, BeirData]:
+    """The held-out set and its folder: the standard library's cached one as it is, anything else
+    written under ``work_dir`` for the record."""
     from trainer.data.beir import write_beir
 
-    if not held_out:
-        return None
+    data = _merge(held_out)
     if len(held_out) == 1 and isinstance(held_out[0], Path):
-        return held_out[0]
+        return held_out[0], data
     eval_dir = work_dir / "data" / "eval"
-    write_beir(eval_dir, _merge(held_out))
-    return eval_dir
+    write_beir(eval_dir, data)
+    return eval_dir, data
 
 
 def _is_dataset(source: str) -> bool:

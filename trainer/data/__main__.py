@@ -9,7 +9,9 @@ path) as a SRC mines the running Python's standard library, without its tests an
 
 ``negatives`` reads ``DIR/train.jsonl`` (or a ``.jsonl`` file given as ``--data``) and writes the
 rows with a ``negatives`` column to ``train.negatives.jsonl`` beside it, never over the input,
-unless ``--out`` names the input itself, which is then replaced atomically.
+unless ``--out`` names the input itself, which is then replaced atomically. Under
+``accelerate launch --multi_gpu --num_processes N -m trainer.data negatives ...`` each process
+encodes and searches 1/N; the main process writes the same file one process would.
 """
 
 from __future__ import annotations
@@ -112,14 +114,19 @@ def _print_report(summary: dict) -> None:
 def _negatives(args: argparse.Namespace) -> None:
     from trainer.data.formats import load_pairs, write_jsonl
     from trainer.data.negatives import NegativesConfig, mine_hard_negatives
+    from trainer.distributed import join_launch, rank
     from trainer.models import load_model
 
     source = args.data / "train.jsonl" if args.data.is_dir() else args.data
     out = args.out or source.with_name(f"{source.stem}.negatives.jsonl")
     config = NegativesConfig(window=tuple(args.window), per_query=args.per_query, batch_size=args.batch_size)
-    rows = load_pairs(source)
+    rows = load_pairs(source)  # every process reads it: all of them fail alike on bad input
+    device = join_launch()
+    model = load_model(args.model, device=str(device))
     start = time.perf_counter()
-    rows = mine_hard_negatives(load_model(args.model), rows, config, show_progress=True)
+    rows = mine_hard_negatives(model, rows, config, show_progress=True, across_processes=True)
+    if rank() != 0:
+        return
     write_jsonl(out, rows)
     counts = [len(n) for n in rows["negatives"]]
     full = sum(c == args.per_query for c in counts)

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 import datasets
 from sentence_transformers import SentenceTransformer
 
+from trainer import distributed
 from trainer.data.filters import code_key
 from trainer.errors import CodetuneError
-from trainer.retrieval import encode, normalize_truncate, top_k
+from trainer.retrieval import encode_share, gather_share, normalize_truncate, search
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ def mine_hard_negatives(
     rows: datasets.Dataset,
     config: NegativesConfig | None = None,
     show_progress: bool = False,
+    across_processes: bool = False,
 ) -> datasets.Dataset:
     """``rows`` with a ``negatives`` column (replacing any there was) of hard negatives.
 
@@ -59,8 +61,12 @@ def mine_hard_negatives(
             present and not empty, identify functions across versions.
         config: window, count and threshold; :class:`NegativesConfig` defaults when None.
         show_progress: progress bars while encoding.
+        across_processes: every process of the group encodes and searches a share, and every
+            one gets the same rows back; a collective call then. Without a group it changes nothing.
     """
     config = config or NegativesConfig()
+    rank, world = (distributed.rank(), distributed.world_size()) if across_processes else (0, 1)
+    show_progress = show_progress and rank == 0
     start, stop = config.window
     queries, positives = rows["query"], rows["positive"]
     pool = list(dict.fromkeys(positives))  # distinct documents, first-seen order
@@ -68,12 +74,13 @@ def mine_hard_negatives(
     distinct_queries = list(dict.fromkeys(queries))
     query_index = {text: i for i, text in enumerate(distinct_queries)}
 
-    docs = normalize_truncate(encode(model, pool, "document", config.batch_size, show_progress))  # (N, D)
-    encoded_queries = normalize_truncate(
-        encode(model, distinct_queries, "query", config.batch_size, show_progress)
+    shared = encode_share(model, pool, "document", config.batch_size, rank, world, show_progress=show_progress)
+    encoded_queries = gather_share(
+        encode_share(model, distinct_queries, "query", config.batch_size, rank, world, show_progress=show_progress)
     )  # (Q, D)
-    _, hits = top_k(encoded_queries, docs, stop)  # (Q, min(stop, N))
+    _, hits = search(encoded_queries, shared, stop)  # (Q, min(stop, N))
     hits = hits.cpu().tolist()
+    docs = normalize_truncate(gather_share(shared))  # (N, D): the filter compares hits with positives
 
     keys = [code_key(text) for text in pool]
     identities = _identities(rows, pool_index, len(pool))
