@@ -107,3 +107,31 @@ def test_train_passes_a_stop_through_as_75_then_resumes_to_0(tiny_bert, pairs, t
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line]
     assert steps == list(range(1, 7))
 
+
+def test_the_readme_python_api_runs_as_written(tmp_path, monkeypatch, capsys):
+    """Every block of the README's "Python API" section, in a folder laid out as the blocks assume."""
+    import re
+    import shutil
+
+    from trainer.data.mining import mine
+    from trainer.data.splits import SplitConfig, split_mined, write_mined
+    from trainer.models import embedded_default_path
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3
+    shutil.copytree(ROOT / "tests" / "fixtures" / "code_tree", tmp_path / "src")
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "final").symlink_to(embedded_default_path())  # a model folder, as a run leaves it
+    mined = mine([tmp_path / "src"])
+    write_mined(tmp_path / "data" / "myrepo", split_mined(mined, SplitConfig(test_fraction=0.5)), mined.report, SplitConfig(0.5))
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(block, {})
+    evaluated, mined_line, hit = capsys.readouterr().out.strip().splitlines()[-3:]  # each block's print
+    assert all(0 <= float(v) <= 1 for v in evaluated.split())
+    assert int(mined_line.split()[0]) == len(mined.pairs)
+    score, path, line = hit.split()
+    assert 0 < float(score) <= 1 and int(line) >= 1 and Path(path).suffix in {".py", ".go", ".js", ".ts", ".java", ".rs"}
+    assert (tmp_path / "data" / "mined" / "test" / "corpus.jsonl").is_file()
