@@ -45,6 +45,11 @@ def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
         names = ", ".join(type(m).__name__ for m in bases) or "no Transformer module"
         raise CodetuneError(f"model.gradient_checkpointing: not supported by this model ({names})")
     for base in bases:
-        # transformers 5 renamed it; 4.x only has gradient_checkpointing_enable.
-        enable = getattr(base, "activation_checkpointing_enable", None) or base.gradient_checkpointing_enable
-        enable({"use_reentrant": False})
+        checkpoint_layers(base)
+
+
+def checkpoint_layers(model: torch.nn.Module) -> None:
+    """Non-reentrant checkpointing on one Hugging Face ``PreTrainedModel``."""
+    # transformers 5 renamed it; 4.x only has gradient_checkpointing_enable.
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
