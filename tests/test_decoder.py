@@ -15,10 +15,11 @@ from test_recipes import run_recipe
 from test_training import assert_same_weights, launch, losses, weights
 
 from trainer.checkpoint import export_model
+from trainer.errors import CodetuneError
 from trainer.models import load_model
 from trainer.models.lora import LoraSettings, apply_lora, merge_lora
 from trainer.models.memory import enable_gradient_checkpointing, prepare_for_training
-from trainer.models.presets import PRESETS, end_with_eos, preset_for_name
+from trainer.models.presets import PRESETS, Preset, end_with_eos, preset_for_name
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "beir_code"
@@ -93,6 +94,7 @@ def test_a_tokenizer_that_already_appends_it_gets_no_second_end_of_text_token(ti
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_qwen3)
+    tok.unk_token = "<|endoftext|>"  # as in Qwen's own tokenizers: the token to append is also the unknown one
     plain = tok("a b")["input_ids"]
     end_with_eos(tok, PRESETS["qwen3-embedding"])
     once = tok("a b")["input_ids"]
@@ -101,6 +103,8 @@ def test_a_tokenizer_that_already_appends_it_gets_no_second_end_of_text_token(ti
     generic = AutoTokenizer.from_pretrained(tiny_qwen3)
     end_with_eos(generic, PRESETS["decoder"])  # the generic preset appends the tokenizer's own eos_token
     assert generic("a b")["input_ids"] == plain + [generic.eos_token_id]
+    with pytest.raises(CodetuneError, match="model.preset: the tokenizer has no end-of-text token '<eos>'"):
+        end_with_eos(AutoTokenizer.from_pretrained(tiny_qwen3), Preset("lasttoken", decoder=True, eos_token="<eos>"))
 
 
 @pytest.mark.parametrize("bf16", [True, False])

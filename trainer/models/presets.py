@@ -9,7 +9,7 @@ that the model was trained to summarise it into. Pooling takes the last *real* t
 side pads (sentence-transformers' ``lasttoken`` reads the attention mask; the pad token is often
 the end-of-text token itself). Queries carry an instruction, ``Instruct: <task>\\nQuery:``
 (Wang et al., "Improving Text Embeddings with Large Language Models", 2023), documents none.
-The weights load in bf16 where the hardware has it: half the memory, and how they were trained.
+The weights load in bf16 where the hardware has it: half the memory, and the dtype they ship in.
 
 All presets are normalised so that a dot product is a cosine.
 """
@@ -94,8 +94,9 @@ def end_with_eos(tokenizer, preset: Preset) -> None:
     if tokenizer("a")["input_ids"][-1] in tokenizer.all_special_ids:
         return
     token = preset.eos_token or tokenizer.eos_token
-    token_id = tokenizer.convert_tokens_to_ids(token) if token else None
-    if token_id is None or token_id == tokenizer.unk_token_id:
+    # Not convert_tokens_to_ids: Qwen's unknown token is <|endoftext|> itself.
+    token_id = tokenizer.get_vocab().get(token) if token else None
+    if token_id is None:
         raise CodetuneError(f"model.preset: the tokenizer has no end-of-text token {token!r} to append; pick another preset")
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
