@@ -136,7 +136,7 @@ def step_mode(args) -> None:
     for precision, chunk in cases:
         a, b = results["MiniLM", precision, chunk], results["mpnet", precision, chunk]
         for model, r in (("MiniLM", a), ("mpnet", b)):
-            cells = ["OOM"] * len(COLUMNS) if r.get("oom") else [f"{get(r):.2f}" for _, get in COLUMNS]
+            cells = ["-", "-", f"OOM >{args.max_memory_gb:g}"] if r.get("oom") else [f"{get(r):.2f}" for _, get in COLUMNS]
             print(_row(f"{precision}, {f'chunk {chunk}' if chunk else 'off'}, {model}", cells))
         if not (a.get("oom") or b.get("oom")):
             print(_row("  mpnet / MiniLM", [f"{get(b) / get(a):.2f}x" for _, get in COLUMNS]))
@@ -151,7 +151,7 @@ def full_mode(args) -> None:
     print(f"{'model':8}{'wall min':>10}{'pairs/s':>10}{'peak GB':>10}   NDCG@10 before -> after, per dim")
     for model, r in results.items():
         if r.get("oom"):
-            print(f"{model:8}{'OOM':>10}")
+            print(f"{model:8}{'-':>10}{'-':>10}{f'OOM >{args.max_memory_gb:g}':>10}")
             continue
         before, after = r["eval"]["before"]["metrics"], r["eval"]["after"]["metrics"]
         dims = "  ".join(f"{d}: {100 * before[d]['ndcg@10']:.2f} -> {100 * after[d]['ndcg@10']:.2f}" for d in after)

@@ -18,6 +18,8 @@ from trainer.errors import CodetuneError
 from trainer.models import embedded, load_model
 from trainer.models.embedded import MPNET, SplitZipModel, model_folder
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def tiny_st(tiny_roberta, tmp_path_factory) -> Path:
@@ -152,6 +154,16 @@ def test_two_processes_at_once_get_one_complete_folder(fake):
     for p in procs:
         p.join()
     assert got[0] == got[1] and (Path(got[0]) / "modules.json").is_file(), got
+
+
+def test_mpnet_config_loads_with_its_recipe():
+    from trainer.config import load_config
+    from trainer.finetune import FineTuneConfig
+
+    cfg = load_config(FineTuneConfig, ["--config", str(ROOT / "recipes" / "configs" / "mpnet.yaml")])
+    assert embedded.ALIASES[cfg.model.name] is MPNET
+    assert cfg.loss.matryoshka_dims == [768, 512, 256, 128, 64]
+    assert 0 < cfg.train.grad_cache_chunk < cfg.train.batch_size
 
 
 @pytest.mark.slow
