@@ -1,8 +1,8 @@
 """all-MiniLM-L6-v2 (``default``) against all-mpnet-base-v2 (``mpnet-base``), side by side on the same data.
 
     python bench/models.py                                 # pairs/s and peak memory: fp32/bf16 x GradCache off/on
-    python bench/models.py --batch-size 32 --chunk 8 --steps 6 --max-memory-gb 20
-    python bench/models.py --full                          # each model's own config, whole runs, NDCG@10 before/after
+    python bench/models.py --batch-size 32 --chunk 8 --steps 3 --threads 1 --max-memory-gb 12  # README's numbers
+    python bench/models.py --full --out runs/models        # each model's own config, whole runs, NDCG@10 before/after
 
 Step mode: each case is a short run of ``recipes/matryoshka.py`` (``train.max_steps``, nothing held
 out, no checkpoints) in its own process, so its peak memory is its own: resident memory on CPU,
@@ -10,13 +10,15 @@ peak allocated CUDA memory on a GPU. Both models see the same batches of standar
 ``train.group_by_length`` is off, so nearly every batch is padded to ``--seq-len`` (the memory a
 config must fit, and the slowest steps). pairs/s comes from the run's per-step log; pairs/CPU-s
 divides by the CPU seconds of each step's forward and backward (the optimizer step left out), which
-stay comparable when other jobs share the cores; both leave out the first step (warm-up). ``--max-memory-gb`` caps each case's heap (RLIMIT_DATA): a case that
-needs more reports "out of memory" instead of pushing the machine into swap or the OOM killer.
+stay comparable when other jobs share the cores; both leave out the first step (warm-up).
+``--max-memory-gb`` caps each case's heap (RLIMIT_DATA): a case that needs more reports "out of
+memory" instead of pushing the machine into swap or the OOM killer.
 
 Full mode: ``recipes/configs/matryoshka.yaml`` for MiniLM and ``recipes/configs/mpnet.yaml``
 (each with any ``--overrides``), evaluated before and after on the held-out stdlib split; prints
-pairs/s, peak memory, wall time and NDCG@10 at every dim. ``bench/quality.py MODEL --dims ...``
-scores the saved models on the out-of-domain and general sets.
+pairs/s, peak memory, wall time and NDCG@10 at every dim. With ``--out DIR`` the run folders stay
+in ``DIR/MiniLM`` and ``DIR/mpnet``, and ``bench/quality.py DIR/mpnet/run/final --dims 768 512 256 128 64``
+scores a tuned model on the out-of-domain and general sets.
 """
 
 from __future__ import annotations
@@ -100,10 +102,15 @@ def child(argv: list[str], out: Path, max_memory_gb: float) -> dict:
     return result
 
 
-def launch(argv: list[str], max_memory_gb: float) -> dict:
-    """:func:`child` in a fresh process (its own peak memory); raises with its stderr if it failed."""
+def launch(argv: list[str], max_memory_gb: float, keep: Path | None = None) -> dict:
+    """:func:`child` in a fresh process (its own peak memory), its run folder in ``keep`` or a temporary one.
+
+    Exits with the child's stderr if it failed.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "--child", tmp, "--max-memory-gb", str(max_memory_gb), "--", *argv]
+        out = keep or Path(tmp)
+        out.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, __file__, "--child", str(out), "--max-memory-gb", str(max_memory_gb), "--", *argv]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -147,7 +154,7 @@ def full_mode(args) -> None:
     for model, spec in MODELS.items():
         argv = ["--config", str(ROOT / "recipes" / "configs" / spec["config"]), "tracking.wandb=disabled",
                 "train.checkpoint_every=0", "train.log_every=1", *args.overrides]
-        results[model] = launch(argv, args.max_memory_gb)
+        results[model] = launch(argv, args.max_memory_gb, Path(args.out) / model if args.out else None)
     print(f"{'model':8}{'wall min':>10}{'pairs/s':>10}{'peak GB':>10}   NDCG@10 before -> after, per dim")
     for model, r in results.items():
         if r.get("oom"):
@@ -170,6 +177,7 @@ def main() -> None:
     parser.add_argument("--max-memory-gb", type=float, default=0, help="cap each case's heap; 0: no cap")
     parser.add_argument("--full", action="store_true", help="whole runs with each model's own config")
     parser.add_argument("--overrides", nargs="*", default=[], help="full mode: key=value for both runs")
+    parser.add_argument("--out", help="full mode: keep the run folders here (DIR/MiniLM/run, DIR/mpnet/run)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
