@@ -2,6 +2,7 @@
 
     python bench/quality.py default runs/matryoshka-x/final [--dims 384 256 128 64] [--json out.json]
     python bench/quality.py runs/matryoshka-x/final@0.7     # WiSE-FT: 0.3 base + 0.7 tuned weights
+    python bench/quality.py mpnet-base runs/mpnet-x/final@0.7 --base mpnet-base --dims 768 256 128 64
 
 Sets (all built offline, none of them in any training row):
 
@@ -74,8 +75,12 @@ def eval_sets() -> dict[str, BeirData]:
     return sets
 
 
-def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_length: int = 256) -> dict:
-    """``{set: {dim: ndcg@10}}`` plus ``ood-mean``, the mean over the ``ood:*`` sets."""
+def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_length: int = 256,
+          base_spec: str = "default") -> dict:
+    """``{set: {dim: ndcg@10}}`` plus ``ood-mean``, the mean over the ``ood:*`` sets.
+
+    ``MODEL@ALPHA`` scores ``base + ALPHA * (MODEL - base)`` with ``base_spec`` as the base.
+    """
     from trainer.models import load_model
 
     path, _, alpha = model_spec.partition("@")
@@ -84,7 +89,7 @@ def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_l
         from trainer.models.merge import interpolate, snapshot
 
         tuned = snapshot(model)
-        model = load_model("default", max_seq_length=max_seq_length)
+        model = load_model(base_spec, max_seq_length=max_seq_length)
         base = snapshot(model)
         model.load_state_dict(tuned, strict=False)
         interpolate(model, base, float(alpha))
@@ -127,9 +132,10 @@ def main() -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=[384, 256, 128, 64])
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--json", help="write the scores here")
+    parser.add_argument("--base", default="default", help="the base model that MODEL@ALPHA is merged with")
     args = parser.parse_args()
     sets = eval_sets()
-    results = {m: score(m, sets, args.dims, args.max_seq_length) for m in args.models}
+    results = {m: score(m, sets, args.dims, args.max_seq_length, args.base) for m in args.models}
     print_scores(results, args.dims)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
