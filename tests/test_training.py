@@ -233,3 +233,26 @@ def test_a_bad_source_under_two_processes_ends_every_rank_with_its_one_line(tmp_
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: data.source")]
     assert len(errors) == 2, proc.stderr[-3000:]  # each rank says it, none waits for the collective timeout
+
+
+def test_frozen_embeddings_keep_the_base_values_while_the_layers_train(tiny_bert):
+    from trainer.losses import MatryoshkaInfoNCE
+    from trainer.models import load_model
+    from trainer.models.memory import prepare_for_training
+
+    model = load_model(str(tiny_bert), preset="bge")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prepare_for_training(model, gradient_checkpointing=False, freeze_embeddings=True)
+    table = model[0].auto_model.get_input_embeddings().weight
+    assert not table.requires_grad
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    texts = [f"def f{i}(x):\n    return x * {i}" for i in range(8)]
+    embed = lambda t: model(model.tokenize(t))["sentence_embedding"]  # noqa: E731
+    total, _ = MatryoshkaInfoNCE([32, 16], gather=False)(embed([f"multiply by {i}" for i in range(8)]), embed(texts))
+    total.backward()
+    optimizer.step()
+    after = model.state_dict()
+    name = next(k for k in after if k.endswith("word_embeddings.weight"))
+    assert torch.equal(after[name], before[name])
+    moved = [k for k in after if k != name and after[k].is_floating_point() and not torch.equal(after[k], before[k])]
+    assert any("encoder.layer" in k for k in moved), moved

@@ -20,13 +20,37 @@ from sentence_transformers.base.modules import Transformer
 from trainer.errors import CodetuneError
 
 
-def prepare_for_training(model: SentenceTransformer, gradient_checkpointing: bool) -> None:
-    """Make trained weights fp32 and, if asked, turn on gradient checkpointing; in place, after any LoRA."""
+def prepare_for_training(model: SentenceTransformer, gradient_checkpointing: bool, freeze_embeddings: bool = False) -> None:
+    """Make trained weights fp32 and, if asked, freeze the token embeddings and turn on gradient
+    checkpointing; in place, after any LoRA."""
+    if freeze_embeddings:
+        freeze_token_embeddings(model)
     for p in model.parameters():
         if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
             p.data = p.data.float()
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
+
+
+def freeze_token_embeddings(model: SentenceTransformer) -> None:
+    """Keep each transformer's input token embeddings at the base model's values.
+
+    Fine-tuning on one codebase moves only the embeddings of the tokens it contains, so the rest
+    of the vocabulary could drift out of line with the layers above. Measured on the default run
+    (README "Quality"), freezing changed out-of-domain NDCG@10 by under 0.1 at every dim: the
+    drift is not what limits transfer at this budget. What it does buy is memory: AdamW keeps no
+    state for the largest matrix of an encoder (48 % of all-MiniLM-L6-v2's weights, 21 % of a
+    bge-base's).
+
+    Raises:
+        CodetuneError: when the model has no Hugging Face transformer with input embeddings.
+    """
+    found = [m.model for m in model.modules() if isinstance(m, Transformer)]
+    tables = [m.get_input_embeddings() for m in found if hasattr(m, "get_input_embeddings")]
+    if not tables:
+        raise CodetuneError("model.freeze_embeddings: this model has no transformer token embeddings to freeze")
+    for table in tables:
+        table.weight.requires_grad_(False)
 
 
 def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
