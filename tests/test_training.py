@@ -1,5 +1,6 @@
 """The training loop: distributed == single process, GradCache == full batch, exact resume, NaN guard."""
 
+import itertools
 import json
 import os
 import subprocess
@@ -209,6 +210,39 @@ def test_a_batch_the_rows_cannot_fill_fails_early_naming_the_cause_and_a_size_th
     with pytest.raises(CodetuneError):
         check_batches(rows, replace(cfg, batch_size=largest + 1), world=1)
     check_batches(rows, replace(cfg, batch_size=8, hard_negatives=0), world=1)  # without negatives 8 of 20 fit
+
+
+def test_a_batch_size_the_check_accepts_lasts_the_whole_grouped_run():
+    """Batches by file draw the rows whose negatives clash most side by side: the check plans the
+    run as training will, every epoch, so a size it accepts never fails mid-run (the README flow
+    on `click` passed an ungrouped one-epoch check at 13 and failed at step 7)."""
+    import random
+    from dataclasses import replace
+
+    from trainer.errors import CodetuneError
+    from trainer.loop import TrainConfig, _batches, _plan_inputs, check_batches, total_steps, with_negatives
+
+    rng = random.Random(0)
+    rows = []
+    for f, j in itertools.product(range(12), range(8)):  # 12 files of 8 functions, negatives from the same file
+        negatives = [f"code {f}.{k}" for k in rng.sample([k for k in range(8) if k != j], 3)]
+        for form in ("doc", "name", "short"):  # query forms share the positive
+            rows.append({"query": f"{form} {f}.{j}", "positive": f"code {f}.{j}", "negatives": negatives, "path": f"m{f}.py"})
+    cfg = TrainConfig(batch_size=32, hard_negatives=3, group_by_source="file", source_share=0.5, epochs=1.3)
+    accepted = []
+    for b in range(2, 17):
+        c = replace(cfg, batch_size=b)
+        try:
+            check_batches(rows, c, world=1)
+        except CodetuneError:
+            continue
+        accepted.append(b)
+        planned, c = with_negatives(rows, c)[:2]
+        keys, lengths, groups = _plan_inputs(planned, c)
+        batches = _batches(keys, lengths, b, c.seed, groups, c.source_share)
+        for _ in range(total_steps(c, len(planned), 1)):
+            assert len(next(batches)) == b
+    assert accepted and accepted == list(range(2, max(accepted) + 1)) and max(accepted) < 16
 
 
 def launch_data_worker(source, out, processes=2):

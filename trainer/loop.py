@@ -155,27 +155,55 @@ def with_negatives(rows: list[dict], cfg: TrainConfig) -> tuple[list[dict], Trai
     return rows, cfg, filled
 
 
+def _plan_inputs(rows: list[dict], cfg: TrainConfig) -> tuple[list[frozenset[int]], list[int] | None, list[str] | None]:
+    """What :func:`plan_batches` is given for these rows: text keys, lengths, source groups."""
+    keys = text_keys(rows, cfg.hard_negatives)
+    lengths = [len(r["positive"]) for r in rows] if cfg.group_by_length and not cfg.group_by_source else None
+    return keys, lengths, source_groups(rows, cfg.group_by_source)
+
+
+def _plans_fill(rows: list[dict], cfg: TrainConfig, world: int) -> bool:
+    """Whether every epoch's plan that the run reaches holds at least one batch.
+
+    Plans differ by epoch (and by grouping, which lays rows of a file side by side, whose
+    negatives clash most): a check of one ungrouped plan passed batches that a later epoch of
+    the real, grouped plan could not fill.
+    """
+    keys, lengths, groups = _plan_inputs(rows, cfg)
+    needed = total_steps(cfg, len(rows), world) * cfg.gradient_accumulation_steps
+    epoch = 0
+    while needed > 0:
+        plan = plan_batches(keys, cfg.batch_size * world, cfg.seed, epoch, lengths, groups=groups, group_share=cfg.source_share)
+        if not plan:
+            return False
+        needed -= len(plan)
+        epoch += 1
+    return True
+
+
 def check_batches(rows: list[dict], cfg: TrainConfig, world: int) -> None:
-    """Fail before any expensive step when the rows cannot fill one contrastive batch.
+    """Fail before any expensive step when the rows cannot fill the run's contrastive batches.
 
     A batch may not hold a text twice (a repeated document would be its own false negative), so
     each row's query, positive and hard negatives must be new to it: with shared negatives the
-    limit is far below the number of rows. The error names the largest batch that works.
+    limit is far below the number of rows. Every epoch the run reaches is planned as training
+    will plan it. The error names the largest batch that works.
 
     Raises:
         CodetuneError: naming the real cause and the largest ``train.batch_size`` that works.
     """
     rows, cfg, _ = with_negatives(rows, cfg)
-    keys = text_keys(rows, cfg.hard_negatives)
-    if plan_batches(keys, cfg.batch_size * world, cfg.seed, 0):
+    if _plans_fill(rows, cfg, world):
         return
     lo, hi = 0, cfg.batch_size  # largest per-process batch with a plan: lo works, hi does not
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if plan_batches(keys, mid * world, cfg.seed, 0) else (lo, mid)
+        lo, hi = (mid, hi) if _plans_fill(rows, replace(cfg, batch_size=mid), world) else (lo, mid)
     cause = f"{len(rows)} rows"
     if cfg.hard_negatives:
         cause += f" whose {cfg.hard_negatives} hard negatives each overlap (no text may appear twice in a batch)"
+    if cfg.group_by_source:
+        cause += f", batched by {cfg.group_by_source},"
     per = f" per process ({world} processes)" if world > 1 else ""
     fix = f"the largest that works is train.batch_size={lo}{per}" if lo >= 2 else "add data"
     raise CodetuneError(f"train.batch_size: {cfg.batch_size}{per} is more than {cause} can fill; {fix}")
@@ -318,10 +346,8 @@ class Trainer:
         start = self._resume(resume_from) if resume_from else 0
         if start:
             self.tracker.rewind(start)  # steps after the checkpoint were lost with the kill; they run again
-        keys = text_keys(self.rows, cfg.hard_negatives)
-        lengths = [len(r["positive"]) for r in self.rows] if cfg.group_by_length and not cfg.group_by_source else None
+        keys, lengths, groups = _plan_inputs(self.rows, cfg)
         accum = cfg.gradient_accumulation_steps
-        groups = source_groups(self.rows, cfg.group_by_source)
         batches = _batches(keys, lengths, cfg.batch_size * self.world, cfg.seed, groups, cfg.source_share)
         for _ in range(start * accum):  # the plan is deterministic: skipping replays it exactly
             next(batches)
