@@ -28,7 +28,6 @@ StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take
 
 from trainer import run  # noqa: E402
 from trainer.config import load_config  # noqa: E402
-from trainer.data import load_training_data  # noqa: E402
 from trainer.data.sampler import text_keys  # noqa: E402
 from trainer.embedding_cache import cached_encode  # noqa: E402
 from trainer.errors import CodetuneError, cli_main  # noqa: E402
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)
     with run.run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         _, tracker = run.start(cfg, run_dir, acc, "projection_head")
-        data = load_training_data(cfg.data, run_dir, model=base)
+        data = run.load_data_once(cfg.data, run_dir, base, acc)
         eval_data = data.eval_data
         facts = RunFacts("projection_head", cfg, data_summary(cfg.data, data, eval_data))
         tracker.log_data(facts.data)

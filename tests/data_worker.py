@@ -1,8 +1,10 @@
 """Prepare training data under `accelerate launch` and dump what each rank holds; launched by tests.
 
-    accelerate launch --multi_gpu --num_processes 2 tests/data_worker.py SOURCE OUT_DIR
+    accelerate launch --multi_gpu --num_processes 2 tests/data_worker.py SOURCE OUT_DIR [MODEL]
 
 Writes OUT_DIR/rows-<rank>.json and appends one line to OUT_DIR/mined.log per mining pass.
+With MODEL, 2 hard negatives per row are mined too, and each rank appends to OUT_DIR/encoded.log
+how many documents it encoded for them.
 """
 
 import json
@@ -12,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trainer.data.mining as mining  # noqa: E402
+import trainer.data.negatives as negatives  # noqa: E402
 from trainer import run  # noqa: E402
 from trainer.data import DataConfig  # noqa: E402
 from trainer.errors import cli_main  # noqa: E402
@@ -29,10 +32,26 @@ def main(argv: list[str] | None = None) -> int:
 
     mining.mine = counted
     acc = run.make_accelerator("no", TrackingConfig(wandb="disabled"), seed=0)
+    model, mined = None, 0
+    if len(sys.argv) > 3:
+        from trainer.models import load_model
+
+        model, mined = load_model(sys.argv[3]), 2
+        real_share = negatives.encode_share
+
+        def logged(model, texts, kind, *args, **kwargs):
+            share = real_share(model, texts, kind, *args, **kwargs)
+            if kind == "document":
+                with (out / "encoded.log").open("a") as f:
+                    f.write(f"{acc.process_index} {len(share.positions)} {len(texts)}\n")
+            return share
+
+        negatives.encode_share = logged
     run_dir = out / "run"
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-    data = run.load_data_once(DataConfig(source=source, test_fraction=0.5, seed=3), run_dir, None, acc)
+    config = DataConfig(source=source, test_fraction=0.5, seed=3, hard_negatives=mined, hard_negatives_window=[0, 10])
+    data = run.load_data_once(config, run_dir, model, acc)
     (out / f"rows-{acc.process_index}.json").write_text(json.dumps(data.train.to_list()))
     return 0
 

@@ -245,11 +245,11 @@ def test_a_batch_size_the_check_accepts_lasts_the_whole_grouped_run():
     assert accepted and accepted == list(range(2, max(accepted) + 1)) and max(accepted) < 16
 
 
-def launch_data_worker(source, out, processes=2):
+def launch_data_worker(source, out, *model, processes=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(Path(__file__).parent / "data_worker.py"), str(source), str(out)]
+           str(Path(__file__).parent / "data_worker.py"), str(source), str(out), *map(str, model)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -260,6 +260,25 @@ def test_two_processes_mine_a_tree_once_and_hold_identical_rows(tmp_path):
     assert (tmp_path / "mined.log").read_text().splitlines() == ["mined"]  # rank 0 only
     rows0, rows1 = (json.loads((tmp_path / f"rows-{r}.json").read_text()) for r in (0, 1))
     assert rows0 and rows0 == rows1
+
+
+@pytest.mark.distributed
+def test_two_processes_share_the_hard_negative_encoding_and_get_what_one_process_gets(tmp_path):
+    from trainer.data import DataConfig, load_training_data
+    from trainer.models import load_model
+
+    tree = Path(__file__).parent / "fixtures" / "code_tree"
+    proc = launch_data_worker(tree, tmp_path, "default")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "mined.log").read_text().splitlines() == ["mined"]  # the tree: rank 0 only
+    encoded = [line.split() for line in (tmp_path / "encoded.log").read_text().splitlines()]
+    assert sorted(int(rank) for rank, _, _ in encoded) == [0, 1]  # each rank encoded once ...
+    assert sum(int(share) for _, share, _ in encoded) == int(encoded[0][2])  # ... its own share of the documents
+    rows0, rows1 = (json.loads((tmp_path / f"rows-{r}.json").read_text()) for r in (0, 1))
+    config = DataConfig(source=str(tree), test_fraction=0.5, seed=3, hard_negatives=2, hard_negatives_window=[0, 10])
+    alone = load_training_data(config, tmp_path / "alone", load_model("default")).train.to_list()
+    assert any(r["negatives"] for r in alone)
+    assert rows0 == rows1 == alone
 
 
 def test_a_bad_source_under_two_processes_ends_every_rank_with_its_one_line(tmp_path):

@@ -24,7 +24,7 @@ from sentence_transformers import SentenceTransformer
 
 from trainer.checkpoint import export_model, latest_checkpoint, resolve_resume
 from trainer.config import save_config, to_dict
-from trainer.data import DataConfig, TrainingData, load_training_data
+from trainer.data import DataConfig, TrainingData, expand_rows, read_training_data
 from trainer.data.beir import BeirData
 from trainer.errors import CodetuneError, RunFailed
 from trainer.evaluator import default_dims, evaluate, resolve_dims
@@ -227,17 +227,19 @@ def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrit
 def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, acc: Accelerator) -> TrainingData:
     """The main process reads, mines, filters and splits the data; every other process receives its rows.
 
-    Nothing is mined, encoded or written twice (one writer of ``run_dir/data``, even across nodes
-    on a shared filesystem), and every rank holds identical rows and held-out set by construction
+    Nothing is mined or written twice (one writer of ``run_dir/data``, even across nodes on a
+    shared filesystem), and every rank holds identical rows and held-out set by construction
     rather than by independent encodes or reads agreeing (no rank reads the held-out set back).
-    An error on the main process is sent to the others, so every rank ends with the same one
-    line instead of waiting in a collective for a peer that is gone.
+    Hard negatives are then mined by every rank together, each encoding 1/N of the texts, so N-1
+    ranks do not wait on one rank's encoding pass. An error on the main process is sent to the
+    others, so every rank ends with the same one line instead of waiting in a collective for a
+    peer that is gone.
     """
     payload: list = [None]
     failure = None
     if acc.is_main_process:
         try:
-            data = load_training_data(cfg, run_dir, model=model)
+            data = read_training_data(cfg, run_dir, model=model)
             if acc.num_processes > 1:
                 payload = [(data.train.to_dict(), data.train.features, data.eval_dir, data.eval_split, data.eval_data)]
         except Exception as err:  # noqa: BLE001 -- the others must hear of any failure, then it is re-raised
@@ -249,10 +251,11 @@ def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, a
         raise failure
     if isinstance(payload[0], Exception):
         raise payload[0]
-    if acc.is_main_process:
-        return data
-    columns, features, eval_dir, split, eval_data = payload[0]
-    return TrainingData(datasets.Dataset.from_dict(columns, features=features), eval_dir, split, eval_data)
+    if not acc.is_main_process:
+        columns, features, eval_dir, split, eval_data = payload[0]
+        data = TrainingData(datasets.Dataset.from_dict(columns, features=features), eval_dir, split, eval_data)
+    train = expand_rows(data.train, cfg, model, across_processes=acc.num_processes > 1)
+    return TrainingData(train, data.eval_dir, data.eval_split, data.eval_data)
 
 
 def bf16_supported() -> bool:

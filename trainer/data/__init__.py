@@ -21,7 +21,7 @@ that importing :mod:`trainer.data.beir` for evaluation alone stays cheap.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +149,18 @@ def load_training_data(
         CodetuneError: an unknown or unreadable source, no training pairs, or hard negatives
             asked for without a model.
     """
+    data = read_training_data(config, work_dir, model)
+    return replace(data, train=expand_rows(data.train, config, model))
+
+
+def read_training_data(
+    config: DataConfig, work_dir: str | os.PathLike, model: SentenceTransformer | None = None
+) -> TrainingData:
+    """:func:`load_training_data` up to the rows' hard negatives and query forms (:func:`expand_rows`).
+
+    Reading, mining, filtering and splitting happen once, on one process; what follows can be
+    shared by every process of a job.
+    """
     config.check_paths()
     if config.hard_negatives and model is None:
         raise CodetuneError("data.hard_negatives: mining hard negatives needs a model")
@@ -167,14 +179,6 @@ def load_training_data(
         print(f"data.consistency_top_k={config.consistency_top_k}: dropped {dropped} pairs whose query does not find its code")
         if len(train) == 0:
             raise CodetuneError(f"data.consistency_top_k: {config.consistency_top_k} dropped every training pair")
-    if config.hard_negatives:
-        from trainer.data.negatives import mine_hard_negatives
-
-        train = mine_hard_negatives(model, train, config.negatives_config())
-    if config.query_forms != ["docstring"]:
-        from trainer.data.queries import add_query_forms
-
-        train = add_query_forms(train, config.query_forms)
     if config.eval is not None:
         from trainer.data.beir import load_beir
 
@@ -183,6 +187,26 @@ def load_training_data(
         return TrainingData(train, None)
     eval_dir, eval_data = _held_out(held_out, Path(work_dir))
     return TrainingData(train, eval_dir, eval_data=eval_data)
+
+
+def expand_rows(
+    train: datasets.Dataset, config: DataConfig, model: SentenceTransformer | None, across_processes: bool = False
+) -> datasets.Dataset:
+    """The rows with their hard negatives (``config.hard_negatives``) and extra query forms.
+
+    Args:
+        across_processes: every process of the job calls this on the same rows; each encodes
+            1/N of the texts for the negatives and all get the same rows back (a collective call).
+    """
+    if config.hard_negatives:
+        from trainer.data.negatives import mine_hard_negatives
+
+        train = mine_hard_negatives(model, train, config.negatives_config(), across_processes=across_processes)
+    if config.query_forms != ["docstring"]:
+        from trainer.data.queries import add_query_forms
+
+        train = add_query_forms(train, config.query_forms)
+    return train
 
 
 def _read_sources(config: DataConfig) -> tuple[list[datasets.Dataset], list[BeirData | Path]]:
