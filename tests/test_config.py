@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.config import load_config, split_argv
+from trainer.config import load_config, split_argv, to_dict, yaml_layers
 from trainer.errors import CodetuneError
 
 
@@ -76,14 +76,14 @@ def _leaves(values: dict, prefix: str = "") -> dict:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_each_shipped_config_loads_into_its_own_recipe_with_every_value_it_sets(path):
-    """The recipe is the one its header's launch line names; every key of the file reaches the config."""
-    import yaml
-
+    """The recipe is the one its header's launch line names; every key of the file (and its bases) reaches the config."""
     from trainer.launch import load_recipe, recipe_path
 
     (recipe,) = set(re.findall(r"^#.*recipes/(\w+)\.py", path.read_text(), re.M))
     cfg = load_recipe(recipe_path(recipe)).config(["--config", str(path)])
-    values = _leaves(yaml.safe_load(path.read_text()))
+    values = {}
+    for _, layer in yaml_layers(path):  # a base's values, then the file's own over them
+        values.update(_leaves(layer))
     assert values, path
     for key, value in values.items():
         got = functools.reduce(getattr, key.split("."), cfg)
@@ -108,3 +108,101 @@ def test_yes_no_on_off_stay_strings():
     assert cfg.mixed_precision == "no" and cfg.overwrite is True
     with pytest.raises(CodetuneError, match="overwrite: expected true or false, got 'yes'"):
         load_config(FineTuneConfig, ["overwrite=yes"])
+
+
+def test_a_base_yaml_sits_between_the_defaults_and_the_yaml(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "root.yaml").write_text("flag: true\ninner:\n  lr: 0.5\n  dims: [8]\n  name: root\n")
+    (tmp_path / "mid.yaml").write_text("base: shared/root.yaml\ninner:\n  dims: [16]\n")
+    (tmp_path / "top.yaml").write_text("base: mid\ninner:\n  name: top\n")  # a name: mid.yaml beside it
+    cfg = load_config(Outer, ["--config", str(tmp_path / "top.yaml"), "inner.lr=0.25"])
+    assert cfg == Outer(flag=True, inner=Inner(lr=0.25, dims=[16], name="top"))
+    cfg = load_config(Outer, ["--config", str(tmp_path / "top.yaml")])
+    assert cfg.inner.lr == 0.5 and cfg.output_dir is None  # the root's value; a default nobody set
+
+
+def test_a_base_error_names_the_file_that_holds_it(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\ninner:\n  rate: 1\n")
+    with pytest.raises(CodetuneError, match=r"b.yaml: base: a cycle \(.*a.yaml -> .*b.yaml -> .*a.yaml\)$"):
+        load_config(Outer, ["--config", str(tmp_path / "a.yaml")])
+    (tmp_path / "b.yaml").write_text("base: gone.yaml\n")
+    with pytest.raises(CodetuneError, match=r"b.yaml: base: gone.yaml: file not found$"):
+        load_config(Outer, ["--config", str(tmp_path / "a.yaml")])
+    (tmp_path / "b.yaml").write_text("inner:\n  rate: 1\n")
+    with pytest.raises(CodetuneError, match=r"b.yaml: inner.rate: unknown key"):  # the base's own key, its own file
+        load_config(Outer, ["--config", str(tmp_path / "a.yaml")])
+
+
+def test_a_shipped_config_name_is_a_base(tmp_path):
+    from trainer.launch import load_recipe, recipe_path
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: matryoshka\ntrain:\n  lr: 1.0e-5\n")
+    module = load_recipe(recipe_path("matryoshka"))
+    assert module.config(["--config", str(mine)]) == module.config(["train.lr=1e-5"])
+
+
+# What lora.yaml and mpnet.yaml set before they built on matryoshka.yaml: their resolved configs
+# must not have moved. A file that takes a base from now on belongs here, with its old values.
+BEFORE_BASE = {
+    "lora.yaml": {
+        "model": {"name": "default", "max_seq_length": 128},
+        "data": {"source": "stdlib", "test_fraction": 0.1, "hard_negatives": 0},
+        "loss": {"temperature": 0.05, "matryoshka_dims": [384, 256, 128, 64], "matryoshka_weights": None,
+                 "gather_across_devices": True},
+        "train": {"batch_size": 32, "gradient_accumulation_steps": 1, "grad_cache_chunk": 0, "lr": 5e-4,
+                  "warmup_ratio": 0.1, "epochs": 1, "group_by_length": True, "checkpoint_every": 50, "log_every": 5},
+        "eval": {"dims": []},
+        "tracking": {"wandb": "auto", "log_examples": False},
+        "lora": {"rank": 8, "alpha": 16, "dropout": 0.05, "target_modules": []},
+    },
+    "mpnet.yaml": {
+        "mixed_precision": "auto",
+        "model": {"name": "mpnet-base", "max_seq_length": 256},
+        "data": {"source": "stdlib", "test_fraction": 0.1, "hard_negatives": 0,
+                 "query_forms": ["docstring", "name", "short"]},
+        "loss": {"temperature": 0.05, "matryoshka_dims": [768, 512, 256, 128, 64], "matryoshka_weights": None,
+                 "gather_across_devices": True, "symmetric": True},
+        "train": {"batch_size": 32, "gradient_accumulation_steps": 1, "grad_cache_chunk": 8, "lr": 2e-5,
+                  "warmup_ratio": 0.1, "epochs": 1.3, "group_by_length": True, "checkpoint_every": 50, "log_every": 5},
+        "merge": {"alpha": 0.7},
+        "eval": {"dims": []},
+        "tracking": {"wandb": "auto", "log_examples": False},
+    },
+}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_a_shipped_config_on_a_base_resolves_as_it_did_standalone(path, tmp_path):
+    import yaml
+
+    from trainer.launch import load_recipe, recipe_path
+
+    if len(yaml_layers(path)) == 1:
+        assert path.name not in BEFORE_BASE
+        return
+    (recipe,) = set(re.findall(r"^#.*recipes/(\w+)\.py", path.read_text(), re.M))
+    module = load_recipe(recipe_path(recipe))
+    standalone = tmp_path / path.name
+    standalone.write_text(yaml.safe_dump(BEFORE_BASE[path.name]))
+    assert to_dict(module.config(["--config", str(path)])) == to_dict(module.config(["--config", str(standalone)]))
+
+
+def test_the_data_cli_takes_its_defaults_and_their_help_from_the_settings_classes(monkeypatch):
+    """Change a dataclass default and `python -m trainer.data` follows, in its values and its --help."""
+    from trainer.data import __main__ as data_cli
+    from trainer.data.negatives import NegativesConfig
+    from trainer.data.splits import SplitConfig
+
+    monkeypatch.setattr(SplitConfig.__init__, "__defaults__", (0.25, 7, "folder", None))
+    monkeypatch.setattr(NegativesConfig.__init__, "__defaults__", ((5, 20), 2, 0.95, 16))
+    parser = data_cli._parser()
+    mine = parser.parse_args(["mine", "stdlib", "--out", "x"])
+    assert (mine.test_fraction, mine.seed, mine.group_by, mine.max_test_queries) == (0.25, 7, "folder", None)
+    neg = parser.parse_args(["negatives", "--model", "default", "--data", "x"])
+    assert (neg.window, neg.per_query, neg.batch_size) == ([5, 20], 2, 16)
+    subparsers = next(a for a in parser._actions if a.choices and "mine" in a.choices).choices
+    mine_help, neg_help = (" ".join(subparsers[c].format_help().split()) for c in ("mine", "negatives"))
+    assert "(default 0.25)" in mine_help and "(default 7)" in mine_help and "(default folder)" in mine_help
+    assert "(default 5 20)" in neg_help and "(default 2)" in neg_help and "(default 16)" in neg_help

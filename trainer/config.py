@@ -5,6 +5,10 @@ Overrides name a field by its dotted path, as ``key=value`` or ``--key value``::
     accelerate launch recipes/matryoshka.py --config recipes/configs/bge.yaml \\
         train.lr=1e-5 loss.matryoshka_dims=[256,128] --output_dir runs/bge
 
+A YAML may build on another with a top-level ``base:`` key: a path relative to the file, or a
+shipped config's name (``base: matryoshka``). The base is applied first (recursively), so the
+order is dataclass defaults < base YAML < the YAML < overrides.
+
 Unknown keys and values of the wrong type fail with a one-line :class:`CodetuneError` that names
 the file or flag. The resolved config is what a run saves next to its results.
 """
@@ -138,8 +142,57 @@ def _nest(key: str, value: Any) -> dict:
     return out
 
 
+def _read_yaml(path: Path) -> dict:
+    try:
+        values = yaml.load(path.read_text(), Loader=_Loader) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise CodetuneError(f"{path}{line}: invalid YAML") from None
+    if not isinstance(values, dict):
+        raise CodetuneError(f"{path}: expected a mapping of config keys")
+    return values
+
+
+def _base_path(path: Path, base: Any) -> Path:
+    """Where ``base:`` in ``path`` points: a file relative to ``path``, else a config name beside it or shipped."""
+    if not isinstance(base, str) or not base:
+        raise CodetuneError(f"{path}: base: expected a file path or a config name, got {base!r}")
+    candidates = [path.parent / base]
+    if not base.endswith((".yaml", ".yml")) and "/" not in base:
+        from trainer.launch import recipes_dir
+
+        candidates += [path.parent / f"{base}.yaml", recipes_dir() / "configs" / f"{base}.yaml"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CodetuneError(f"{path}: base: {base}: file not found")
+
+
+def yaml_layers(path: str | Path) -> list[tuple[Path, dict]]:
+    """A YAML file and the chain of ``base:`` files under it, as ``(file, values)``, the deepest base first.
+
+    Each ``values`` is that file's own mapping without its ``base`` key; applying them in order
+    gives the file's resolved values.
+    """
+    layers: list[tuple[Path, dict]] = []
+    seen: list[Path] = []
+    path = Path(path)
+    while True:
+        if path.resolve() in seen:
+            chain = " -> ".join(str(p) for p in [*(layer for layer, _ in reversed(layers)), path])
+            raise CodetuneError(f"{layers[0][0]}: base: a cycle ({chain})")
+        seen.append(path.resolve())
+        values = _read_yaml(path)
+        base = values.pop("base", None)
+        layers.insert(0, (path, values))
+        if base is None:
+            return layers
+        path = _base_path(path, base)
+
+
 def load_config(cls: type[T], argv: list[str] | None = None, default_file: str | Path | None = None) -> T:
-    """Build ``cls`` from its defaults, then a YAML file, then command-line overrides, in that order.
+    """Build ``cls`` from its defaults, then a YAML file (after its ``base:`` chain), then command-line overrides.
 
     Args:
         cls: the recipe's top-level config dataclass.
@@ -155,15 +208,8 @@ def load_config(cls: type[T], argv: list[str] | None = None, default_file: str |
         path = Path(config_file)
         if not path.is_file():
             raise CodetuneError(f"--config {path}: file not found")
-        try:
-            values = yaml.load(path.read_text(), Loader=_Loader) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark else ""
-            raise CodetuneError(f"{path}{line}: invalid YAML") from None
-        if not isinstance(values, dict):
-            raise CodetuneError(f"{path}: expected a mapping of config keys")
-        cfg = _build(cls, values, f"{path}: ", cfg)
+        for layer, values in yaml_layers(path):
+            cfg = _build(cls, values, f"{layer}: ", cfg)
     for key, raw in overrides:
         try:
             value = yaml.load(raw, Loader=_Loader) if raw != "" else ""

@@ -1,7 +1,7 @@
 """Mine training data from code, and add hard negatives to it.
 
-    python -m trainer.data mine SRC [SRC ...] --out DIR [--test-fraction 0.1] [--seed 0] [--group-by file]
-    python -m trainer.data negatives --model SPEC --data DIR [--out FILE] [--window 10 50] [--per-query 3]
+    python -m trainer.data mine SRC [SRC ...] --out DIR [--test-fraction F] [--seed N] [--group-by file|folder]
+    python -m trainer.data negatives --model SPEC --data DIR [--out FILE] [--window START STOP] [--per-query N]
 
 ``mine`` writes ``DIR/train.jsonl``, ``DIR/test/`` (a BEIR folder) and ``DIR/report.json``, and
 prints what it found per language and what it skipped. ``stdlib`` (or the standard library's
@@ -27,6 +27,12 @@ from trainer.errors import CodetuneError, cli_main
 
 
 def _parser() -> argparse.ArgumentParser:
+    # The settings classes hold the defaults; both import datasets (negatives: sentence-transformers)
+    # as the commands themselves do, so --help pays that import too.
+    from trainer.data.negatives import NegativesConfig
+    from trainer.data.splits import GROUP_BY, SplitConfig
+
+    split, negatives = SplitConfig(), NegativesConfig()
     parser = argparse.ArgumentParser(prog="python -m trainer.data", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -35,12 +41,14 @@ def _parser() -> argparse.ArgumentParser:
         "sources", nargs="+", metavar="SRC", help="folder or file to mine; 'stdlib' for the standard library"
     )
     mine.add_argument("--out", required=True, type=Path, help="folder to write train.jsonl, test/ and report.json to")
-    mine.add_argument("--test-fraction", type=float, default=0.1, help="share of files held out (default 0.1)")
-    mine.add_argument("--seed", type=int, default=0, help="draws the split (default 0)")
     mine.add_argument(
-        "--group-by", choices=("file", "folder"), default="file", help="unit kept on one side (default file)"
+        "--test-fraction", type=float, default=split.test_fraction, help="share of files held out (default %(default)s)"
     )
-    mine.add_argument("--max-test-queries", type=int, default=None, help="cap on held-out queries")
+    mine.add_argument("--seed", type=int, default=split.seed, help="draws the split (default %(default)s)")
+    mine.add_argument(
+        "--group-by", choices=GROUP_BY, default=split.group_by, help="unit kept on one side (default %(default)s)"
+    )
+    mine.add_argument("--max-test-queries", type=int, default=split.max_test_queries, help="cap on held-out queries")
 
     neg = commands.add_parser("negatives", help="add hard negatives to mined or user training rows")
     neg.add_argument("--model", required=True, help="model spec: 'default', a folder or a hub name")
@@ -52,12 +60,16 @@ def _parser() -> argparse.ArgumentParser:
         "--window",
         nargs=2,
         type=int,
-        default=[10, 50],
+        default=list(negatives.window),
         metavar=("START", "STOP"),
-        help="0-based ranks [START, STOP) (default 10 50)",
+        help=f"0-based ranks [START, STOP) (default {' '.join(map(str, negatives.window))})",
     )
-    neg.add_argument("--per-query", type=int, default=3, help="negatives per row at most (default 3)")
-    neg.add_argument("--batch-size", type=int, default=64, help="encoding batch size (default 64)")
+    neg.add_argument(
+        "--per-query", type=int, default=negatives.per_query, help="negatives per row at most (default %(default)s)"
+    )
+    neg.add_argument(
+        "--batch-size", type=int, default=negatives.batch_size, help="encoding batch size (default %(default)s)"
+    )
     return parser
 
 
