@@ -220,7 +220,7 @@ def test_a_batch_size_the_check_accepts_lasts_the_whole_grouped_run():
     from dataclasses import replace
 
     from trainer.errors import CodetuneError
-    from trainer.loop import TrainConfig, _batches, _plan_inputs, check_batches, total_steps, with_negatives
+    from trainer.loop import TrainConfig, _run_batches, check_batches, total_steps, with_negatives
 
     rng = random.Random(0)
     rows = []
@@ -238,8 +238,7 @@ def test_a_batch_size_the_check_accepts_lasts_the_whole_grouped_run():
             continue
         accepted.append(b)
         planned, c = with_negatives(rows, c)[:2]
-        keys, lengths, groups = _plan_inputs(planned, c)
-        batches = _batches(keys, lengths, b, c.seed, groups, c.source_share)
+        batches = _run_batches(planned, c, world=1)
         for _ in range(total_steps(c, len(planned), 1)):
             assert len(next(batches)) == b
     assert accepted and accepted == list(range(2, max(accepted) + 1)) and max(accepted) < 16

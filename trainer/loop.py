@@ -155,29 +155,27 @@ def with_negatives(rows: list[dict], cfg: TrainConfig) -> tuple[list[dict], Trai
     return rows, cfg, filled
 
 
-def _plan_inputs(rows: list[dict], cfg: TrainConfig) -> tuple[list[frozenset[int]], list[int] | None, list[str] | None]:
-    """What :func:`plan_batches` is given for these rows: text keys, lengths, source groups."""
+def _run_batches(rows: list[dict], cfg: TrainConfig, world: int) -> Iterator[list[int]]:
+    """The run's global batches of row indices, epoch after epoch, exactly as training draws them."""
     keys = text_keys(rows, cfg.hard_negatives)
     lengths = [len(r["positive"]) for r in rows] if cfg.group_by_length and not cfg.group_by_source else None
-    return keys, lengths, source_groups(rows, cfg.group_by_source)
+    groups = source_groups(rows, cfg.group_by_source)
+    return _batches(keys, lengths, cfg.batch_size * world, cfg.seed, groups, cfg.source_share)
 
 
 def _plans_fill(rows: list[dict], cfg: TrainConfig, world: int) -> bool:
-    """Whether every epoch's plan that the run reaches holds at least one batch.
+    """Whether the run's batches last to its last step.
 
     Plans differ by epoch (and by grouping, which lays rows of a file side by side, whose
     negatives clash most): a check of one ungrouped plan passed batches that a later epoch of
     the real, grouped plan could not fill.
     """
-    keys, lengths, groups = _plan_inputs(rows, cfg)
-    needed = total_steps(cfg, len(rows), world) * cfg.gradient_accumulation_steps
-    epoch = 0
-    while needed > 0:
-        plan = plan_batches(keys, cfg.batch_size * world, cfg.seed, epoch, lengths, groups=groups, group_share=cfg.source_share)
-        if not plan:
-            return False
-        needed -= len(plan)
-        epoch += 1
+    batches = _run_batches(rows, cfg, world)
+    try:
+        for _ in range(total_steps(cfg, len(rows), world) * cfg.gradient_accumulation_steps):
+            next(batches)
+    except CodetuneError:  # an epoch whose plan holds no batch
+        return False
     return True
 
 
@@ -346,9 +344,8 @@ class Trainer:
         start = self._resume(resume_from) if resume_from else 0
         if start:
             self.tracker.rewind(start)  # steps after the checkpoint were lost with the kill; they run again
-        keys, lengths, groups = _plan_inputs(self.rows, cfg)
         accum = cfg.gradient_accumulation_steps
-        batches = _batches(keys, lengths, cfg.batch_size * self.world, cfg.seed, groups, cfg.source_share)
+        batches = _run_batches(self.rows, cfg, self.world)
         for _ in range(start * accum):  # the plan is deterministic: skipping replays it exactly
             next(batches)
         step_fn = self._cached_batch if cfg.grad_cache_chunk > 0 else self._plain_batch
