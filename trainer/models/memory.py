@@ -45,8 +45,7 @@ def freeze_token_embeddings(model: SentenceTransformer) -> None:
     Raises:
         CodetuneError: when the model has no Hugging Face transformer with input embeddings.
     """
-    found = [m.model for m in model.modules() if isinstance(m, Transformer)]
-    tables = [m.get_input_embeddings() for m in found if hasattr(m, "get_input_embeddings")]
+    tables = [m.get_input_embeddings() for m in _hf_models(model) if hasattr(m, "get_input_embeddings")]
     if not tables:
         raise CodetuneError("model.freeze_embeddings: this model has no transformer token embeddings to freeze")
     for table in tables:
@@ -62,14 +61,19 @@ def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
     Raises:
         CodetuneError: when the model has no Hugging Face transformer that supports it.
     """
-    found = [m.model for m in model.modules() if isinstance(m, Transformer)]
-    # Under LoRA the Hugging Face model sits inside a PeftModel.
-    bases = [m.get_base_model() if hasattr(m, "get_base_model") else m for m in found]
+    bases = _hf_models(model)
     if not bases or not all(getattr(m, "supports_gradient_checkpointing", False) for m in bases):
         names = ", ".join(type(m).__name__ for m in bases) or "no Transformer module"
         raise CodetuneError(f"model.gradient_checkpointing: not supported by this model ({names})")
     for base in bases:
         checkpoint_layers(base)
+
+
+def _hf_models(model: SentenceTransformer) -> list[torch.nn.Module]:
+    """The Hugging Face model inside each of ``model``'s Transformer modules."""
+    found = [m.model for m in model.modules() if isinstance(m, Transformer)]
+    # Under LoRA the Hugging Face model sits inside a PeftModel.
+    return [m.get_base_model() if hasattr(m, "get_base_model") else m for m in found]
 
 
 def checkpoint_layers(model: torch.nn.Module) -> None:
