@@ -308,3 +308,36 @@ def test_frozen_embeddings_keep_the_base_values_while_the_layers_train(tiny_bert
     assert torch.equal(after[name], before[name])
     moved = [k for k in after if k != name and after[k].is_floating_point() and not torch.equal(after[k], before[k])]
     assert any("encoder.layer" in k for k in moved), moved
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "qwen3"])
+def test_attention_dropout_zero_makes_training_forwards_deterministic_and_fused(family, tmp_path):
+    from torch.profiler import profile
+
+    from tests.conftest import make_tiny_bert, make_tiny_qwen3, make_tiny_roberta
+    from trainer.models import load_model
+    from trainer.models.memory import set_attention_dropout
+
+    make = {"bert": make_tiny_bert, "roberta": make_tiny_roberta, "qwen3": make_tiny_qwen3}[family]
+    folder = make(tmp_path / family, dropout=0.5)
+    model = load_model(str(folder), preset={"bert": "bge", "roberta": "codebert", "qwen3": "qwen3-embedding"}[family])
+    hf = model[0].auto_model
+    for parent in hf.modules():  # leave dropout on the attention probabilities only
+        if not type(parent).__name__.endswith("SelfAttention"):
+            for child in parent.children():
+                if isinstance(child, torch.nn.Dropout):
+                    child.p = 0.0
+    model.train()
+    features = model.tokenize([f"def f{i}(x):\n    return x * {i} + y" for i in range(4)])
+    embed = lambda: model(dict(features))["sentence_embedding"]  # noqa: E731
+    torch.manual_seed(0)
+    assert not torch.allclose(embed(), embed())
+    assert set_attention_dropout(model, 0.0) > 0
+    assert torch.equal(embed(), embed())
+    with profile() as prof:
+        embed().sum().backward()
+    if hf.config._attn_implementation == "sdpa":
+        assert any("flash_attention_for_cpu" in e.key for e in prof.key_averages())
+    model.save(str(tmp_path / "saved"))
+    saved = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert saved.get("attention_probs_dropout_prob", saved.get("attention_dropout")) == 0.5

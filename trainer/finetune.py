@@ -84,7 +84,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         base = snapshot(model) if cfg.merge.alpha != 1.0 else None
         if adapt is not None:
             adapt(model)
-        prepare_for_training(model, m.gradient_checkpointing, m.freeze_embeddings)
+        prepare_for_training(model, m.gradient_checkpointing, m.freeze_embeddings, m.attention_dropout)
         trainer = Trainer(model, rows, loss_fn, cfg.train, acc, run_dir, tracker, stop)
         try:
             steps = trainer.fit(resume_from)
