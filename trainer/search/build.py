@@ -43,7 +43,8 @@ class IndexStats:
     reused: int = 0
     unread_files: int = 0  # reused on their size and mtime alone
     skipped_files: Counter = field(default_factory=Counter)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: files, encode, lexical, write
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: load, files, encode, lexical, write
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # this process's CPU time per step
 
     def summary(self) -> str:
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped_files.items()))
@@ -149,10 +150,10 @@ def build_index(
         "exclude_dirs": list(exclude_dirs),
         "built_ns": time.time_ns(),
     }
-    clock = time.perf_counter()
-    prev = _previous(out, manifest)
-
     stats = IndexStats()
+    clock = (time.perf_counter(), time.process_time())
+    prev = _previous(out, manifest)
+    clock = _lap(stats, "load", clock)
     report = MiningReport()
     snippets: list[Snippet] = []
     rows: list[np.ndarray | None] = []  # None: to encode
@@ -218,7 +219,8 @@ def build_index(
     return stats
 
 
-def _lap(stats: IndexStats, step: str, since: float) -> float:
-    now = time.perf_counter()
-    stats.seconds[step] = now - since
+def _lap(stats: IndexStats, step: str, since: tuple[float, float]) -> tuple[float, float]:
+    """Record the wall and CPU seconds since ``since`` (as this returns them) as ``step``'s."""
+    now = (time.perf_counter(), time.process_time())
+    stats.seconds[step], stats.cpu_seconds[step] = now[0] - since[0], now[1] - since[1]
     return now
