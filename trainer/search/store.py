@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -117,7 +117,8 @@ def write_index(
     try:
         folder.mkdir()
         with open(folder / SNIPPETS, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in snippets)
+            # vars, not asdict: the same fields in the same order, without asdict's deep copy (~1 s per 100k)
+            f.writelines(json.dumps(vars(s), ensure_ascii=False) + "\n" for s in snippets)
         np.save(folder / VECTORS, dense.vectors)
         if dense.ranges is not None:
             np.save(folder / RANGES, dense.ranges)
