@@ -2,16 +2,21 @@
 
     python bench/search_scale.py --functions 5000      # a subset (copied to a temporary tree), extrapolated
     python bench/search_scale.py --functions 0         # every file (100k+ functions; hours on 2 CPU cores)
+    python bench/search_scale.py --functions 2000 --copies 50 --model tiny   # re-index steps at 100k functions
 
 A subset takes whole files in a fixed shuffled order until it holds ``--functions`` functions,
 copied (timestamps kept) into a temporary tree so that the edit below never touches the real
 site-packages. Then: a full ``build_index``; a re-index with nothing changed; one file given a new
-function and re-indexed. Wall and CPU seconds are both printed: on a shared machine wall time
-measures the neighbours too. The full-size line scales the subset's per-function costs by the
-site-packages' bytes of source (its function count is estimated from the subset's functions per
-byte unless ``--functions 0``); encoding dominates and is linear, the re-index steps that read the
-whole index (lexical rebuild, writing) are linear too, and are extrapolated as such.
-"""
+function and re-indexed, with each step's wall and CPU seconds. Wall and CPU seconds are both
+printed: on a shared machine wall time measures the neighbours too.
+
+Only encoding costs per function at the model's pace; the other re-index steps may grow with the
+index. To time those at 100k functions without hours of parsing and encoding, ``--copies K``
+replicates the built subset K times (tree and index, as a build over the copies would leave it) and
+re-indexes that, and ``--model tiny`` encodes with a random 2-layer BERT: its encode column is not
+a real model's (time the edited file's encoding with the default model at a small ``--functions``).
+The full-size line scales the subset's per-function costs by the site-packages' bytes of source.
+""""""
 
 from __future__ import annotations
 
