@@ -98,15 +98,12 @@ class TokenIds:
         from tqdm.auto import tqdm
 
         reused = [-1] * len(texts) if reused is None else reused
-        vocab = list(previous.vocab) if previous is not None else []
-        word_id = {w: i for i, w in enumerate(vocab)}
+        word_id = {w: i for i, w in enumerate(previous.vocab)} if previous is not None else {}
         stop = _stopwords()
-        pieces, fresh = [], [i for i, r in enumerate(reused) if r < 0]
-        fresh_ids = {}
-        for i in tqdm(fresh, desc="lexical", unit="fn", disable=not show_progress):
-            fresh_ids[i] = np.array([word_id.setdefault(w, len(word_id)) for w in tokens(texts[i], stop)], np.int32)
-        for i, r in enumerate(reused):
-            pieces.append(previous.ids[previous.offsets[r] : previous.offsets[r + 1]] if r >= 0 else fresh_ids[i])
+        fresh = {}
+        for i in tqdm([i for i, r in enumerate(reused) if r < 0], desc="lexical", unit="fn", disable=not show_progress):
+            fresh[i] = np.array([word_id.setdefault(w, len(word_id)) for w in tokens(texts[i], stop)], np.int32)
+        pieces = [previous.ids[previous.offsets[r] : previous.offsets[r + 1]] if r >= 0 else fresh[i] for i, r in enumerate(reused)]
         lengths = np.array([len(p) for p in pieces], np.int64)
         ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
         vocab = list(word_id)
