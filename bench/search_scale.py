@@ -16,7 +16,7 @@ replicates the built subset K times (tree and index, as a build over the copies 
 re-indexes that, and ``--model tiny`` encodes with a random 2-layer BERT: its encode column is not
 a real model's (time the edited file's encoding with the default model at a small ``--functions``).
 The full-size line scales the subset's per-function costs by the site-packages' bytes of source.
-""""""
+"""
 
 from __future__ import annotations
 
