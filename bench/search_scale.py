@@ -2,15 +2,20 @@
 
     python bench/search_scale.py --functions 5000      # a subset (copied to a temporary tree), extrapolated
     python bench/search_scale.py --functions 0         # every file (100k+ functions; hours on 2 CPU cores)
+    python bench/search_scale.py --functions 2000 --copies 50 --model tiny   # re-index steps at 100k functions
 
 A subset takes whole files in a fixed shuffled order until it holds ``--functions`` functions,
 copied (timestamps kept) into a temporary tree so that the edit below never touches the real
 site-packages. Then: a full ``build_index``; a re-index with nothing changed; one file given a new
-function and re-indexed. Wall and CPU seconds are both printed: on a shared machine wall time
-measures the neighbours too. The full-size line scales the subset's per-function costs by the
-site-packages' bytes of source (its function count is estimated from the subset's functions per
-byte unless ``--functions 0``); encoding dominates and is linear, the re-index steps that read the
-whole index (lexical rebuild, writing) are linear too, and are extrapolated as such.
+function and re-indexed, with each step's wall and CPU seconds. Wall and CPU seconds are both
+printed: on a shared machine wall time measures the neighbours too.
+
+Only encoding costs per function at the model's pace; the other re-index steps may grow with the
+index. To time those at 100k functions without hours of parsing and encoding, ``--copies K``
+replicates the built subset K times (tree and index, as a build over the copies would leave it) and
+re-indexes that, and ``--model tiny`` encodes with a random 2-layer BERT: its encode column is not
+a real model's (time the edited file's encoding with the default model at a small ``--functions``).
+The full-size line scales the subset's per-function costs by the site-packages' bytes of source.
 """
 
 from __future__ import annotations
@@ -64,6 +69,42 @@ def subset(site: Path, functions: int, dest: Path) -> tuple[int, int, int, int]:
     return copied, copied_bytes, len(listed), total_bytes
 
 
+def replicate(src: Path, out: Path, copies: int) -> None:
+    """Make the index at ``out`` over ``src/copy-0`` hold ``copies`` copies of it, as a build over them would.
+
+    The tree is copied (timestamps kept) to ``src/copy-1``...; each copy's snippets, vectors and
+    file records are copy-0's under its own prefix, so re-indexing finds every file as it recorded
+    it. Only setting up costs less than a full build: each distinct text is tokenized once.
+    """
+    import functools
+    from dataclasses import replace
+
+    import numpy as np
+
+    from trainer.search import lexical as lex
+    from trainer.search.dense import DenseIndex
+    from trainer.search.snippets import document_text
+    from trainer.search.store import load_index, write_index
+
+    old = load_index(out)
+    snippets, files = [], {}
+    for c in range(copies):
+        if c:
+            shutil.copytree(src / "copy-0", src / f"copy-{c}")  # copy2: size and mtime as recorded
+        pre = f"copy-{c}/"
+        snippets += [replace(s, id=pre + s.id.removeprefix("copy-0/"), path=pre + s.path.removeprefix("copy-0/"))
+                     for s in old.snippets]
+        files.update({pre + p.removeprefix("copy-0/"): r for p, r in old.files.items()})
+    dense = DenseIndex(old.precision, old.dim, np.tile(old.dense.vectors, (copies, 1)), old.dense.ranges)
+    real = lex.tokens
+    lex.tokens = functools.lru_cache(maxsize=None)(real)
+    try:
+        lexical = lex.LexicalIndex.build([document_text(s) for s in snippets])
+    finally:
+        lex.tokens = real
+    write_index(out, {**old.manifest, "count": len(snippets)}, snippets, dense, lexical, files)
+
+
 def timed(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
@@ -73,7 +114,10 @@ def timed(fn):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--functions", type=int, default=5000, help="subset size; 0 indexes everything")
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default="default",
+                        help="a model spec, or 'tiny': a random 2-layer BERT built here, to time the steps other than encoding at large N")
+    parser.add_argument("--copies", type=int, default=1,
+                        help="re-index an index of this many copies of the subset (see replicate); 1: the subset alone")
     parser.add_argument("--precision", default="float32")
     parser.add_argument("--site-packages", type=Path, default=Path(sysconfig.get_paths()["purelib"]))
     args = parser.parse_args()
@@ -84,8 +128,17 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="codetune-scale-"))
     try:
         src, out = work / "src", work / "index"
-        files, nbytes, all_files, all_bytes = subset(args.site_packages, args.functions, src)
-        model = load_model(args.model)
+        files, nbytes, all_files, all_bytes = subset(args.site_packages, args.functions, src / "copy-0")
+        label = args.model
+        if args.model == "tiny":
+            label = "tiny (random 2-layer BERT, 32 dims: times every step but encoding)"
+            from tests.conftest import make_tiny_bert
+
+            args.model = str(make_tiny_bert(work / "tiny-bert"))
+            model = load_model(args.model, preset="bge")
+            model.max_seq_length = 16  # its vectors mean nothing anyway: spend the CPU on the steps measured
+        else:
+            model = load_model(args.model)
         base_rss = peak_rss_mb()
 
         def build():
@@ -98,6 +151,8 @@ def main() -> None:
         gen = out / built.manifest["generation"]
         parts = {p.name: folder_bytes(p) if p.is_dir() else p.stat().st_size for p in gen.iterdir()}
         n = stats.snippets
+        if args.copies > 1:
+            replicate(src, out, args.copies)
 
         same, same_wall, same_cpu = timed(build)
         victim = next(p for p in sorted(src.rglob("*.py")) if p.stat().st_size > 2000)
@@ -110,19 +165,26 @@ def main() -> None:
     full_n = n * scale if args.functions else n
     print(f"site-packages: {all_files} source files, {all_bytes / 1e6:.0f} MB; subset: {files} files, "
           f"{nbytes / 1e6:.1f} MB ({100 / scale:.1f} % of the bytes)")
-    print(f"model {args.model}, precision {args.precision}, dim {built.dim}\n")
+    print(f"model {label}, precision {args.precision}, dim {built.dim}\n")
+    if args.copies > 1:
+        print(f"re-index rows: an index of {args.copies} copies of the subset (replicated from its build, not built)")
     print("| step | functions | wall s | CPU s | functions/s (CPU) | notes |\n|---|---:|---:|---:|---:|---|")
     print(f"| index | {n} | {wall:.1f} | {cpu:.1f} | {n / cpu:.1f} | steps (wall s): "
           + ", ".join(f"{k} {v:.1f}" for k, v in stats.seconds.items()) + " |")
     print(f"| re-index, nothing changed | {same.snippets} | {same_wall:.1f} | {same_cpu:.1f} | – | "
           f"{same.unread_files} of {same.files} files not read, encoded {same.encoded} |")
-    print(f"| re-index, one file edited | {edit.snippets} | {edit_wall:.1f} | {edit_cpu:.1f} | – | encoded {edit.encoded}; "
-          + ", ".join(f"{k} {v:.1f}" for k, v in edit.seconds.items()) + " |")
+    print(f"| re-index, one file edited | {edit.snippets} | {edit_wall:.1f} | {edit_cpu:.1f} | – | encoded {edit.encoded} |")
+    print("\none-file re-index by step (wall s / CPU s): "
+          + ", ".join(f"{k} {v:.2f} / {edit.cpu_seconds[k]:.2f}" for k, v in edit.seconds.items()))
     print(f"\npeak RSS {rss:.0f} MB (model loaded: {base_rss:.0f} MB); index {size / 1e6:.1f} MB = "
           f"{size / max(n, 1):.0f} bytes per function: " + ", ".join(f"{k} {v / max(n, 1):.0f}" for k, v in sorted(parts.items())))
     if args.functions:
-        linear = sum(v for k, v in edit.seconds.items() if k != "encode")  # steps that touch every function
+        linear = sum(v for k, v in edit.cpu_seconds.items() if k != "encode")  # steps that may touch every function
         print(f"\nextrapolated to all of site-packages (x{scale:.1f} the bytes, linear; rough from a small subset): "
               f"~{full_n:,.0f} functions, index ~{cpu * scale / 3600:.1f} CPU hours at {n / cpu:.1f} functions/s, "
-              f"~{size * scale / 1e9:.2f} GB on disk; a one-file re-index spends {linear:.1f} wall s here on steps "
-              f"that grow with the index (~{linear * scale:.0f} s at full size, at this machine's load) plus its encode")
+              f"~{size * scale / 1e9:.2f} GB on disk; a one-file re-index of {edit.snippets} functions spent "
+              f"{linear:.1f} CPU s on steps other than encoding (~{linear * full_n / edit.snippets:.0f} s at full size "
+              f"if they all grow linearly) plus its encode")
+
+if __name__ == "__main__":
+    main()

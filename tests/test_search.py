@@ -269,6 +269,99 @@ def test_the_index_keeps_docstrings_and_context_the_miner_strips(index, tree, mo
     assert ts.doc in document_text(ts) and ts.doc not in ts.code  # a JSDoc block above the code is indexed too
 
 
+def _edit_add_and_delete(tree: Path) -> None:
+    """One file gains a function, one loses its words for good (deleted), one is new."""
+    reports = tree / "pkg" / "reports.py"
+    reports.write_text(reports.read_text() + "\n\ndef zebra_quota_added(x):\n    return x + 1\n")
+    (tree / "web" / "api.js").unlink()
+    (tree / "pkg" / "fresh.py").write_text("def load_user_settings(path):\n    return open(path).read()\n")
+
+
+def _vocab(index) -> list[str]:
+    from trainer.search.lexical import TokenIds
+
+    return TokenIds.load(index.folder / index.manifest["generation"] / "bm25").vocab
+
+
+def test_reindex_after_edits_equals_a_build_from_scratch(tree, tmp_path, tiny_bert, monkeypatch):
+    """Same snippets, vectors, BM25 scores and hits; only the changed files' documents are tokenized again."""
+    import trainer.search.lexical as lexical
+    from trainer.models import load_model
+
+    tiny = load_model(str(tiny_bert), preset="bge")
+    updated, scratch = tmp_path / "updated", tmp_path / "scratch"
+    build_index([tree], updated, "tiny", model=tiny, show_progress=False)
+    _edit_add_and_delete(tree)
+    tokenized = []
+    real = lexical.tokens
+    monkeypatch.setattr(lexical, "tokens", lambda text, stop=None: tokenized.append(text) or real(text, stop))
+    stats = build_index([tree], updated, "tiny", model=tiny, show_progress=False)
+    new_files = {"pkg/reports.py", "pkg/fresh.py"}
+    a = load_index(updated)
+    assert sorted(tokenized) == sorted(document_text(s) for s in a.snippets if s.path in new_files)
+    assert stats.encoded == len(tokenized) and stats.reused == len(a.snippets) - len(tokenized) > 0
+    monkeypatch.undo()
+
+    build_index([tree], scratch, "tiny", model=tiny, show_progress=False)
+    b = load_index(scratch)
+    assert [s.id for s in a.snippets] == [s.id for s in b.snippets]
+    np.testing.assert_allclose(a.dense.vectors, b.dense.vectors, atol=1e-5)  # other batches, other padding
+    vocab = _vocab(a)
+    assert sorted(vocab) == sorted(_vocab(b))
+    assert {"zebra", "quota"} <= set(vocab) and "cart" not in vocab  # "cart": a word of the deleted api.js only
+    queries = [*QUERIES, "zebra quota", "fetch the user api", "load user settings"]
+    for q in queries:
+        np.testing.assert_array_equal(a.lexical.scores(q), b.lexical.scores(q))
+    for mode in ("dense", "lexical", "hybrid"):
+        got, want = search(a, queries, tiny, k=5, mode=mode), search(b, queries, tiny, k=5, mode=mode)
+        assert [[h.snippet.id for h in hits] for hits in got] == [[h.snippet.id for h in hits] for hits in want], mode
+
+
+def test_an_index_without_token_ids_is_tokenized_again_on_update(tree, tmp_path, tiny_bert, monkeypatch):
+    """As one written before they were kept: it still loads, and its next update tokenizes every document."""
+    import trainer.search.lexical as lexical
+    from trainer.models import load_model
+
+    tiny = load_model(str(tiny_bert), preset="bge")
+    out = tmp_path / "index"
+    build_index([tree], out, "tiny", model=tiny, show_progress=False)
+    before = load_index(out)
+    want = {q: before.lexical.scores(q) for q in QUERIES}
+    for name in (lexical.TOKEN_IDS, lexical.TOKEN_OFFSETS, lexical.VOCAB):
+        (out / before.manifest["generation"] / "bm25" / name).unlink()
+    assert load_index(out).lexical.scores(QUERIES[0]).shape == (len(before.snippets),)
+    tokenized = []
+    real = lexical.tokens
+    monkeypatch.setattr(lexical, "tokens", lambda text, stop=None: tokenized.append(text) or real(text, stop))
+    stats = build_index([tree], out, "tiny", model=tiny, show_progress=False)
+    assert stats.encoded == 0 and len(tokenized) == len(before.snippets)
+    after = load_index(out)
+    for q in QUERIES:
+        np.testing.assert_array_equal(after.lexical.scores(q), want[q])
+
+
+def test_bm25_from_token_ids_scores_as_bm25s_over_the_tokens():
+    """The reference: bm25s indexing the token lists itself, as the index did before it kept token ids."""
+    import bm25s
+
+    from trainer.search.lexical import LexicalIndex
+
+    texts = [document_text(s) for s in _fixture_snippets()]
+    ours = LexicalIndex.build(texts)
+    ref = bm25s.BM25()
+    ref.index([tokens(t) for t in texts], show_progress=False)
+    for q in ["parse the port number", "config file", "user", "zzz"]:
+        np.testing.assert_array_equal(ours.scores(q), np.asarray(ref.get_scores(tokens(q)), np.float32))
+
+
+def _fixture_snippets():
+    """Every function of the fixture tree as snippets, without building an index."""
+    from trainer.data.mining import parsed_files
+    from trainer.search.snippets import file_snippets
+
+    return [s for rel, text, fns in parsed_files(CODE_TREE) for s in file_snippets(rel, text, fns, "")]
+
+
 def test_tokens_split_identifiers_and_fold_plurals():
     assert tokens("def parseHTTPDate(get_app_dir, files): return entries") == [
         "def", "parse", "http", "date", "parsehttpdate", "get", "app", "dir", "get_app_dir", "file", "return", "entry",

@@ -22,9 +22,9 @@ import numpy as np
 from trainer import __version__
 from trainer.errors import CodetuneError
 from trainer.search.dense import PRECISIONS, DenseIndex, calibrate, check_precision, quantize
-from trainer.search.lexical import LexicalIndex
+from trainer.search.lexical import TOKENS_VERSION, LexicalIndex, TokenIds
 from trainer.search.snippets import DOCUMENT_VERSION, Snippet, document_text, file_snippets, with_ids
-from trainer.search.store import MANIFEST, load_index, model_id, write_index
+from trainer.search.store import BM25, MANIFEST, load_index, model_id, write_index
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -43,7 +43,8 @@ class IndexStats:
     reused: int = 0
     unread_files: int = 0  # reused on their size and mtime alone
     skipped_files: Counter = field(default_factory=Counter)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: files, encode, lexical, write
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step: load, files, encode, lexical, write
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # this process's CPU time per step
 
     def summary(self) -> str:
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped_files.items()))
@@ -63,12 +64,13 @@ def check_dim(dim: int | None, full: int | None) -> int:
 
 @dataclass
 class _Previous:
-    """What an earlier build left that this one may reuse, by path."""
+    """What an earlier build left that this one may reuse, by path: each snippet with its vector and its row number."""
 
-    snippets: dict[str, list[tuple[Snippet, np.ndarray]]] = field(default_factory=dict)
+    snippets: dict[str, list[tuple[Snippet, np.ndarray, int]]] = field(default_factory=dict)
     files: dict[str, list] = field(default_factory=dict)
     ranges: np.ndarray | None = None
     built_ns: int = 0
+    token_ids: TokenIds | None = None  # None: every document is tokenized again
 
 
 def _previous(out: Path, manifest: dict) -> _Previous:
@@ -83,8 +85,15 @@ def _previous(out: Path, manifest: dict) -> _Previous:
     if not old.snippets or any(old.manifest.get(key) != manifest[key] for key in same):
         return _Previous()
     prev = _Previous(files=old.files, ranges=old.dense.ranges, built_ns=int(old.manifest.get("built_ns", 0)))
-    for snippet, row in zip(old.snippets, old.dense.vectors):
-        prev.snippets.setdefault(snippet.path, []).append((snippet, row))
+    for i, (snippet, row) in enumerate(zip(old.snippets, old.dense.vectors)):
+        prev.snippets.setdefault(snippet.path, []).append((snippet, row, i))
+    if old.manifest.get("tokens_version") == TOKENS_VERSION:
+        try:
+            prev.token_ids = TokenIds.load(out / old.manifest["generation"] / BM25)
+        except (OSError, ValueError):
+            pass  # written before token ids were kept, or damaged: tokenized again
+        if prev.token_ids is not None and len(prev.token_ids) != len(old.snippets):
+            prev.token_ids = None
     return prev
 
 
@@ -145,17 +154,19 @@ def build_index(
         "dim": dim,
         "precision": precision,
         "document_version": DOCUMENT_VERSION,
+        "tokens_version": TOKENS_VERSION,
         "sources": [str(Path(s).resolve()) for s in sources],
         "exclude_dirs": list(exclude_dirs),
         "built_ns": time.time_ns(),
     }
-    clock = time.perf_counter()
-    prev = _previous(out, manifest)
-
     stats = IndexStats()
+    clock = (time.perf_counter(), time.process_time())
+    prev = _previous(out, manifest)
+    clock = _lap(stats, "load", clock)
     report = MiningReport()
     snippets: list[Snippet] = []
     rows: list[np.ndarray | None] = []  # None: to encode
+    old_rows: list[int] = []  # each snippet's row in the old index, -1 for a new one
     files: dict[str, list] = {}
     trees = labelled_trees([SourceTree(Path(s), tuple(exclude_dirs)) for s in sources])
     listed = [(tree, file, rel) for tree in trees for file, rel, _ in source_files(tree)]
@@ -182,17 +193,20 @@ def build_index(
         stats.files += 1
         files[path] = [st.st_size, st.st_mtime_ns, digest]
         if kept is not None:
-            snippets.extend(s for s, _ in kept)
-            rows.extend(r for _, r in kept)
+            snippets.extend(s for s, _, _ in kept)
+            rows.extend(r for _, r, _ in kept)
+            old_rows.extend(i for _, _, i in kept)
             stats.reused += len(kept)
             continue
-        fresh = file_snippets(path, text, functions, digest)
+        fresh = with_ids(file_snippets(path, text, functions, digest))  # ids only tell apart one file's functions
         snippets.extend(fresh)
         rows.extend([None] * len(fresh))
+        old_rows.extend([-1] * len(fresh))
     stats.skipped_files = report.skipped_files
     clock = _lap(stats, "files", clock)
-    snippets = with_ids(snippets)
-    texts = [document_text(s) for s in snippets]
+    if prev.token_ids is None:
+        old_rows = [-1] * len(snippets)
+    texts = [document_text(s) if r < 0 else None for s, r in zip(snippets, old_rows)]  # None: its tokens are kept
     todo = [i for i, r in enumerate(rows) if r is None]
     stats.encoded, stats.snippets = len(todo), len(snippets)
 
@@ -211,14 +225,16 @@ def build_index(
         ranges = np.zeros((2, dim), np.float32)  # an empty index: nothing calibrated yet
     dense = DenseIndex(precision, dim, vectors, ranges if precision == "int8" else None)
     clock = _lap(stats, "encode", clock)
-    lexical = LexicalIndex.build(texts, show_progress=show_progress)
+    token_ids = TokenIds.assemble(texts, prev.token_ids, old_rows, show_progress=show_progress)
+    lexical = LexicalIndex.from_token_ids(token_ids, show_progress=show_progress)
     clock = _lap(stats, "lexical", clock)
     write_index(out, {**manifest, "count": len(snippets)}, snippets, dense, lexical, files)
     _lap(stats, "write", clock)
     return stats
 
 
-def _lap(stats: IndexStats, step: str, since: float) -> float:
-    now = time.perf_counter()
-    stats.seconds[step] = now - since
+def _lap(stats: IndexStats, step: str, since: tuple[float, float]) -> tuple[float, float]:
+    """Record the wall and CPU seconds since ``since`` (as this returns them) as ``step``'s."""
+    now = (time.perf_counter(), time.process_time())
+    stats.seconds[step], stats.cpu_seconds[step] = now[0] - since[0], now[1] - since[1]
     return now

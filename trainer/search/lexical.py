@@ -9,8 +9,10 @@ stopwords, with plurals folded (``files`` -> ``file``).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,28 +56,110 @@ def tokens(text: str, stopwords: frozenset[str] | None = None) -> list[str]:
     return out
 
 
-class LexicalIndex:
-    """A BM25 index over N documents; :meth:`scores` gives every document's score for one query."""
+TOKENS_VERSION = 1  # bump when tokens() changes: an index's stored token ids are then made again, not reused
+TOKEN_IDS, TOKEN_OFFSETS, VOCAB = "token_ids.npy", "token_offsets.npy", "vocab.json"  # beside bm25s' files
 
-    def __init__(self, bm25, count: int):
+
+@dataclass
+class TokenIds:
+    """Every document's tokens as ids into one vocabulary: document i is ``vocab[ids[offsets[i]:offsets[i + 1]]]``.
+
+    Attributes:
+        vocab: the distinct words, each once.
+        ids: (T,) int32, all documents' token ids one after another.
+        offsets: (N + 1,) int64, where each document's ids start (and the last one ends).
+    """
+
+    vocab: list[str]
+    ids: np.ndarray
+    offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def documents(self) -> list[list[int]]:
+        """Each document's ids as a list, as ``bm25s`` indexes them."""
+        flat = self.ids.tolist()
+        return [flat[a:b] for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())]
+
+    @classmethod
+    def assemble(
+        cls,
+        texts: Sequence[str | None],
+        previous: TokenIds | None = None,
+        reused: Sequence[int] | None = None,
+        show_progress: bool = False,
+    ) -> TokenIds:
+        """Document i's ids: ``previous``'s document ``reused[i]`` when that is >= 0, else ``texts[i]`` tokenized.
+
+        Only the new texts are tokenized (a text whose document is reused may be None), and the
+        vocabulary keeps just the words some document still uses.
+        """
+        from tqdm.auto import tqdm
+
+        reused = [-1] * len(texts) if reused is None else reused
+        word_id = {w: i for i, w in enumerate(previous.vocab)} if previous is not None else {}
+        stop = _stopwords()
+        fresh = {}
+        for i in tqdm([i for i, r in enumerate(reused) if r < 0], desc="lexical", unit="fn", disable=not show_progress):
+            fresh[i] = np.array([word_id.setdefault(w, len(word_id)) for w in tokens(texts[i], stop)], np.int32)
+        pieces = [previous.ids[previous.offsets[r] : previous.offsets[r + 1]] if r >= 0 else fresh[i] for i, r in enumerate(reused)]
+        lengths = np.array([len(p) for p in pieces], np.int64)
+        ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+        vocab = list(word_id)
+        used = np.bincount(ids, minlength=len(vocab)) > 0
+        if not used.all():  # words only removed documents had
+            ids = (np.cumsum(used) - 1)[ids].astype(np.int32)
+            vocab = [w for w, u in zip(vocab, used.tolist()) if u]
+        return cls(vocab, ids.astype(np.int32), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+    def save(self, folder: Path) -> None:
+        np.save(folder / TOKEN_IDS, self.ids)
+        np.save(folder / TOKEN_OFFSETS, self.offsets)
+        (folder / VOCAB).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> TokenIds:
+        """Raises OSError or ValueError when the files are missing or unreadable."""
+        vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
+        ids, offsets = np.load(folder / TOKEN_IDS), np.load(folder / TOKEN_OFFSETS)
+        if offsets[-1] != len(ids) or (len(ids) and int(ids.max()) >= len(vocab)):
+            raise ValueError(f"{folder}: token ids disagree with their vocabulary")
+        return cls(vocab, ids, offsets)
+
+
+class LexicalIndex:
+    """A BM25 index over N documents; :meth:`scores` gives every document's score for one query.
+
+    ``token_ids`` holds what it was built from, so that an update tokenizes only new documents.
+    """
+
+    def __init__(self, bm25, count: int, token_ids: TokenIds | None = None):
         self.bm25 = bm25  # None for an empty corpus
         self.count = count
+        self.token_ids = token_ids
 
     @classmethod
     def build(cls, texts: Sequence[str], show_progress: bool = False) -> LexicalIndex:
-        from tqdm.auto import tqdm
+        """Tokenize every text and index them."""
+        return cls.from_token_ids(TokenIds.assemble(texts, show_progress=show_progress), show_progress)
 
-        stop = _stopwords()
-        corpus = [tokens(t, stop) for t in tqdm(texts, desc="lexical", unit="fn", disable=not show_progress)]
-        if not corpus:
-            return cls(None, 0)
+    @classmethod
+    def from_token_ids(cls, token_ids: TokenIds, show_progress: bool = False) -> LexicalIndex:
+        if not len(token_ids):
+            return cls(None, 0, token_ids)
         bm25 = _bm25s().BM25()
-        bm25.index(corpus, show_progress=show_progress)
-        return cls(bm25, len(corpus))
+        vocab = {w: i for i, w in enumerate(token_ids.vocab)}
+        bm25.index((token_ids.documents(), vocab), show_progress=show_progress)
+        return cls(bm25, len(token_ids), token_ids)
 
     def save(self, folder: Path) -> None:
+        """``folder`` holds bm25s' files and, beside them, the token ids."""
+        folder.mkdir(parents=True, exist_ok=True)
         if self.bm25 is not None:
             self.bm25.save(str(folder), show_progress=False)
+        if self.token_ids is not None:
+            self.token_ids.save(folder)
 
     @classmethod
     def load(cls, folder: Path, count: int) -> LexicalIndex:

@@ -5,7 +5,9 @@
     INDEX/g-<id>/vectors.npy       (N, dim) float32 | float16 | int8, or (N, dim/8) uint8 sign bits
     INDEX/g-<id>/int8_ranges.npy   (2, dim) float32, int8 only: the calibration the codes were made with
     INDEX/g-<id>/files.json        path -> [size, mtime_ns, sha256]: what re-indexing may skip unread
-    INDEX/g-<id>/bm25/             the bm25s lexical index
+    INDEX/g-<id>/bm25/             the bm25s lexical index, and each function's BM25 tokens as ids
+                                   (token_ids.npy, token_offsets.npy, vocab.json): an update
+                                   tokenizes only the changed files' functions
 
 A build that fails or is killed part-way leaves the manifest, and so the index, as it was: the
 new generation is complete before ``manifest.json`` names it, and older generations are removed
@@ -18,7 +20,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -115,7 +117,8 @@ def write_index(
     try:
         folder.mkdir()
         with open(folder / SNIPPETS, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in snippets)
+            # vars, not asdict: the same fields in the same order, without asdict's deep copy (~1 s per 100k)
+            f.writelines(json.dumps(vars(s), ensure_ascii=False) + "\n" for s in snippets)
         np.save(folder / VECTORS, dense.vectors)
         if dense.ranges is not None:
             np.save(folder / RANGES, dense.ranges)
