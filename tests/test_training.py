@@ -341,3 +341,17 @@ def test_attention_dropout_zero_makes_training_forwards_deterministic_and_fused(
     model.save(str(tmp_path / "saved"))
     saved = json.loads((tmp_path / "saved" / "config.json").read_text())
     assert saved.get("attention_probs_dropout_prob", saved.get("attention_dropout")) == 0.5
+
+
+def test_attention_dropout_on_a_model_without_attention_names_the_key():
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import StaticEmbedding
+    from tokenizers import Tokenizer, models
+
+    from trainer.errors import CodetuneError
+    from trainer.models.memory import prepare_for_training
+
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "def": 1}, unk_token="[UNK]"))
+    model = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=8)], device="cpu")
+    with pytest.raises(CodetuneError, match=r"^model\.attention_dropout: no attention dropout found"):
+        prepare_for_training(model, gradient_checkpointing=False, attention_dropout=0.0)

@@ -70,6 +70,9 @@ def set_attention_dropout(model: SentenceTransformer, p: float) -> int:
     all-MiniLM-L6-v2 (bench/train.py measures it in a run). CUDA's fused kernels do support
     dropout, so there this is only a regularisation choice. The saved config keeps its value:
     it matters only in training.
+
+    Raises:
+        CodetuneError: when the model has no attention dropout this knows how to set.
     """
     changed = 0
     for base in _hf_models(model):
@@ -82,6 +85,9 @@ def set_attention_dropout(model: SentenceTransformer, p: float) -> int:
             elif isinstance(getattr(module, "attention_dropout", None), float):
                 module.attention_dropout = p
                 changed += 1
+    if not changed:
+        names = ", ".join(type(m).__name__ for m in _hf_models(model)) or "no Transformer module"
+        raise CodetuneError(f"model.attention_dropout: no attention dropout found in this model ({names})")
     return changed
 
 
