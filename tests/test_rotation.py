@@ -1,0 +1,63 @@
+"""The principal-axes rotation: orthogonal, ordered by variance, invisible at the full dimension."""
+
+import json
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from train_worker import fixture_rows
+
+from trainer.models import load_model
+from trainer.models.rotation import append_rotation, fit_rotation, principal_axes
+from trainer.retrieval import encode
+
+
+def test_principal_axes_are_orthogonal_and_put_the_widest_direction_first():
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.tensor([0.1, 3.0, 0.5, 1.0, 2.0, 0.2])  # coordinate 1 varies most, then 4, then 3
+    x = torch.randn(4000, 6, generator=gen) * scales + 5.0  # an offset that centring must remove
+    r = principal_axes(x)
+    torch.testing.assert_close(r @ r.T, torch.eye(6), atol=1e-5, rtol=0)
+    assert [int(row.abs().argmax()) for row in r[:3]] == [1, 4, 3]
+    spread = (x @ r.T).var(0)
+    assert torch.all(spread[:-1] >= spread[1:])  # falling variance
+
+
+def test_a_fitted_rotation_keeps_full_dim_similarity_and_puts_more_variance_in_prefixes(tiny_bert, tmp_path):
+    model = load_model(str(tiny_bert), "bge")
+    rows = fixture_rows()
+    texts = [r["positive"] for r in rows[:40]]
+    before = encode(model, texts, "document")  # (40, 32)
+    r = fit_rotation(model, rows, sample=64)
+    append_rotation(model, r)
+    after = encode(model, texts, "document")
+    torch.testing.assert_close(after @ after.T, before @ before.T, atol=1e-5, rtol=0)
+    # The leading 8 coordinates now hold more of the variance than the model's own first 8 did.
+    assert after[:, :8].var(0).sum() > 1.5 * before[:, :8].var(0).sum()
+    assert not any(p.requires_grad for p in model[-1].parameters())
+    model.save(str(tmp_path / "saved"))  # a plain sentence-transformers folder that applies it by itself
+    torch.testing.assert_close(encode(SentenceTransformer(str(tmp_path / "saved")), texts, "document"), after)
+
+
+@pytest.mark.slow
+def test_recipe_with_rotation_resumes_exactly_and_merges_around_it(tiny_bert, tmp_path):
+    from test_recipes import check_run_folder, run_recipe
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in fixture_rows()))
+    common = ["tracking.wandb=disabled", "model.pca_rotation=true"]
+    run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "straight", pairs, *common)
+    straight = SentenceTransformer(str(tmp_path / "straight" / "final"))
+    rot = straight[-1].linear.weight.detach()
+    torch.testing.assert_close(rot @ rot.T, torch.eye(32), atol=1e-5, rtol=0)  # frozen through training and merge
+    ckpt = tmp_path / "straight" / "checkpoints" / "step-3"
+    run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "resumed", pairs, *common, f"resume_from_checkpoint={ckpt}")
+    resumed = SentenceTransformer(str(tmp_path / "resumed" / "final"))
+    texts = [r["positive"] for r in fixture_rows()[:8]]
+    torch.testing.assert_close(resumed.encode(texts, convert_to_tensor=True), straight.encode(texts, convert_to_tensor=True),
+                               atol=1e-5, rtol=0)
+    # At merge.alpha 0 the result is the base model, rotated: the full-dim scores are the base's.
+    run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "base", pairs, *common, "merge.alpha=0.0")
+    result = check_run_folder(tmp_path / "base")
+    before, after = result["before"]["metrics"]["32"], result["after"]["metrics"]["32"]
+    assert after == pytest.approx(before, abs=1e-4)  # float rounding of the rotation may reorder near-ties
