@@ -88,11 +88,8 @@ def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_l
     if alpha:
         from trainer.models.merge import interpolate, snapshot
 
-        tuned = snapshot(model)
-        model = load_model(base_spec, max_seq_length=max_seq_length)
-        base = snapshot(model)
-        model.load_state_dict(tuned, strict=False)
-        interpolate(model, base, float(alpha))
+        # Into the tuned model, so that modules the base lacks (a pca_rotation Dense) are kept.
+        interpolate(model, snapshot(load_model(base_spec, max_seq_length=max_seq_length)), float(alpha))
     out = {}
     for name, data in sets.items():
         out[name] = _cached_ndcg(model, data, dims)

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Normalize
 from train_worker import fixture_rows
 
 from trainer.models import load_model
-from trainer.models.rotation import append_rotation, fit_rotation, principal_axes
+from trainer.models.rotation import add_rotation, fit_rotation, principal_axes
 from trainer.retrieval import encode
 
 
@@ -29,12 +30,13 @@ def test_a_fitted_rotation_keeps_full_dim_similarity_and_puts_more_variance_in_p
     texts = [r["positive"] for r in rows[:40]]
     before = encode(model, texts, "document")  # (40, 32)
     r = fit_rotation(model, rows, sample=64)
-    append_rotation(model, r)
+    layer = add_rotation(model, r)
     after = encode(model, texts, "document")
     torch.testing.assert_close(after @ after.T, before @ before.T, atol=1e-5, rtol=0)
     # The leading 8 coordinates now hold more of the variance than the model's own first 8 did.
     assert after[:, :8].var(0).sum() > 1.5 * before[:, :8].var(0).sum()
-    assert not any(p.requires_grad for p in model[-1].parameters())
+    assert not any(p.requires_grad for p in layer.parameters())
+    assert isinstance(model[-1], Normalize) and model[-2] is layer  # still ends as it did (the head recipe needs it)
     model.save(str(tmp_path / "saved"))  # a plain sentence-transformers folder that applies it by itself
     torch.testing.assert_close(encode(SentenceTransformer(str(tmp_path / "saved")), texts, "document"), after)
 
@@ -48,7 +50,7 @@ def test_recipe_with_rotation_resumes_exactly_and_merges_around_it(tiny_bert, tm
     common = ["tracking.wandb=disabled", "model.pca_rotation=true"]
     run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "straight", pairs, *common)
     straight = SentenceTransformer(str(tmp_path / "straight" / "final"))
-    rot = straight[-1].linear.weight.detach()
+    rot = straight[-2].linear.weight.detach()
     torch.testing.assert_close(rot @ rot.T, torch.eye(32), atol=1e-5, rtol=0)  # frozen through training and merge
     ckpt = tmp_path / "straight" / "checkpoints" / "step-3"
     run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "resumed", pairs, *common, f"resume_from_checkpoint={ckpt}")

@@ -22,7 +22,7 @@ from trainer.model_card import RunFacts, data_summary
 from trainer.models import load_model
 from trainer.models.memory import prepare_for_training
 from trainer.models.merge import interpolate, snapshot
-from trainer.models.rotation import append_rotation, fit_rotation
+from trainer.models.rotation import add_rotation, fit_rotation
 from trainer.preemption import EXIT_PREEMPTED, Preempted, StopRequest
 
 
@@ -88,7 +88,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
             rotation = fit_rotation(model, rows, seed=cfg.train.seed) if resume_from is None else None
             if rotation is not None and acc.num_processes > 1:
                 rotation = broadcast(rotation.contiguous(), from_process=0)  # one rotation, whatever each rank computed
-            append_rotation(model, rotation)
+            add_rotation(model, rotation)
         base = snapshot(model) if cfg.merge.alpha != 1.0 else None
         if adapt is not None:
             adapt(model)

@@ -9,8 +9,7 @@ Measured on the embedded default before any training (bench/quality.py, out of d
 at 256/128/64): 54.14/50.52/41.24 against 52.65/46.90/39.53 unrotated. Matryoshka training then
 starts from those prefixes instead of arbitrary ones.
 
-The rotation is a frozen, bias-free sentence-transformers ``Dense`` module at the end of the
-pipeline, so the saved model is a plain sentence-transformers folder that applies it by itself.
+The rotation is a frozen, bias-free sentence-transformers ``Dense`` module after pooling, so the saved model is a plain sentence-transformers folder that applies it by itself.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ import random
 
 import torch
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Normalize
 from sentence_transformers.sentence_transformer.modules import Dense
 
 from trainer.retrieval import encode
@@ -39,17 +39,19 @@ def principal_axes(embeddings: torch.Tensor) -> torch.Tensor:
     return axes.flip(1).T.contiguous()
 
 
-def append_rotation(model: SentenceTransformer, rotation: torch.Tensor | None = None) -> Dense:
-    """Append a frozen ``Dense`` that multiplies every embedding by ``rotation`` (identity when None).
+def add_rotation(model: SentenceTransformer, rotation: torch.Tensor | None = None) -> Dense:
+    """Add a frozen ``Dense`` that multiplies every embedding by ``rotation`` (identity when None).
 
-    Appending after any ``Normalize`` keeps unit vectors unit (the matrix is orthogonal). A
-    resumed run appends the identity and lets its checkpoint restore the fitted matrix.
+    It goes before a final ``Normalize`` (normalising commutes with an orthogonal matrix), so the
+    model still ends as it did and the projection-head recipe can build on it. A resumed run adds
+    the identity and lets its checkpoint restore the fitted matrix.
     """
     dim = model.get_embedding_dimension()
     layer = Dense(dim, dim, bias=False, activation_function=torch.nn.Identity())
     layer.linear.weight.data.copy_(rotation if rotation is not None else torch.eye(dim))
     layer.requires_grad_(False)
-    model.append(layer.to(model.device))
+    at = len(model) - 1 if isinstance(model[-1], Normalize) else len(model)
+    model.insert(at, layer.to(model.device))
     return layer
 
 
