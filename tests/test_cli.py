@@ -85,7 +85,7 @@ def test_the_package_ships_every_module_and_the_recipes():
 
 def recipe_args(model, out, data) -> list[str]:
     return [f"model.name={model}", "model.preset=bge", f"output_dir={out}", f"data.source={data}", f"data.eval={FIXTURE}",
-            "loss.matryoshka_dims=[32,16]", "train.batch_size=8", "train.max_steps=6", "train.checkpoint_every=0",
+            "loss.matryoshka_dims=[32,16]", "loss.matryoshka_weights=null", "train.batch_size=8", "train.max_steps=6", "train.checkpoint_every=0",
             "train.log_every=1", "merge.alpha=1.0"]
 
 

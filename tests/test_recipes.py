@@ -28,7 +28,7 @@ def run_recipe(recipe, model, preset, out, pairs, *overrides, processes=1, check
         sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(processes),
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
         str(ROOT / "recipes" / recipe), f"model.name={model}", f"model.preset={preset}", f"output_dir={out}",
-        f"data.source={pairs}", f"data.eval={FIXTURE}", "loss.matryoshka_dims=[32,16]", "train.batch_size=8",
+        f"data.source={pairs}", f"data.eval={FIXTURE}", "loss.matryoshka_dims=[32,16]", "loss.matryoshka_weights=null", "train.batch_size=8",
         "train.max_steps=6", "train.checkpoint_every=3", "train.log_every=1", "train.lr=1e-3", *overrides,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)

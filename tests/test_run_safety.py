@@ -204,7 +204,7 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_temporary_fol
     out = small_disk / "run"
     proc = recipe_cli(
         f"model.name={tiny_bert}", "model.preset=bge", f"output_dir={out}", f"data.source={rows}",
-        f"data.eval={ROOT / 'tests' / 'fixtures' / 'beir_code'}", "loss.matryoshka_dims=[32,16]", "train.batch_size=8",
+        f"data.eval={ROOT / 'tests' / 'fixtures' / 'beir_code'}", "loss.matryoshka_dims=[32,16]", "loss.matryoshka_weights=null", "train.batch_size=8",
         "train.max_steps=3", "train.checkpoint_every=1", "mixed_precision=no",
     )
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -115,7 +115,7 @@ def pairs(tmp_path_factory, beir_code) -> Path:
 def recipe_args(tiny_bert: Path, pairs: Path, beir_code: Path, out: Path, *overrides: str) -> list[str]:
     return [
         str(RECIPE), f"model.name={tiny_bert}", "model.preset=bge", "model.max_seq_length=64",
-        "loss.matryoshka_dims=[32,16]", f"data.source={pairs}", f"data.eval={beir_code}", f"output_dir={out}",
+        "loss.matryoshka_dims=[32,16]", "loss.matryoshka_weights=null", f"data.source={pairs}", f"data.eval={beir_code}", f"output_dir={out}",
         "train.batch_size=8", "train.log_every=1", "train.warmup_ratio=0", *overrides,
     ]
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def recipe_args(model, out, data):
     return [
         str(ROOT / "recipes" / "matryoshka.py"), f"model.name={model}", "model.preset=bge", f"output_dir={out}",
-        f"data.source={data}", f"data.eval={FIXTURE}", "loss.matryoshka_dims=[32,16]", "train.batch_size=8",
+        f"data.source={data}", f"data.eval={FIXTURE}", "loss.matryoshka_dims=[32,16]", "loss.matryoshka_weights=null", "train.batch_size=8",
         "train.max_steps=40", "train.checkpoint_every=0", "train.log_every=1", "merge.alpha=1.0", "tracking.wandb=disabled",
     ]
 

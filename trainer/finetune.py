@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from accelerate.utils import broadcast
 from sentence_transformers import SentenceTransformer
 
 from trainer import run
@@ -22,7 +21,7 @@ from trainer.model_card import RunFacts, data_summary
 from trainer.models import load_model
 from trainer.models.memory import prepare_for_training
 from trainer.models.merge import interpolate, snapshot
-from trainer.models.rotation import add_rotation, fit_rotation
+from trainer.models.rotation import rotate
 from trainer.preemption import EXIT_PREEMPTED, Preempted, StopRequest
 
 
@@ -84,11 +83,7 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         if before and resume_from is None:
             run.log_eval(tracker, before, 0, "before")
         if m.pca_rotation:
-            # Fitted once; a resumed run gets the fitted matrix back from its checkpoint.
-            rotation = fit_rotation(model, rows, seed=cfg.train.seed) if resume_from is None else None
-            if rotation is not None and acc.num_processes > 1:
-                rotation = broadcast(rotation.contiguous(), from_process=0)  # one rotation, whatever each rank computed
-            add_rotation(model, rotation)
+            rotate(model, rows, acc, fit=resume_from is None, seed=cfg.train.seed)
         base = snapshot(model) if cfg.merge.alpha != 1.0 else None
         if adapt is not None:
             adapt(model)

@@ -50,7 +50,7 @@ class ModelConfig:
     # Dropout on attention probabilities while training; None keeps the model's own (0.1 for BERT,
     # MPNet). 0 lets CPUs use fused attention: half the activation memory (trainer.models.memory).
     attention_dropout: float | None = None
-    # Rotate the embedding space onto its principal axes (fitted on 512 training rows, ~15 s) before
+    # Rotate the embedding space onto its principal axes (fitted on 512 training rows, ~30 s) before
     # training, so truncated prefixes start from the most informative coordinates. Orthogonal:
     # full-dim similarity is unchanged; saved as a frozen Dense module (trainer.models.rotation).
     pca_rotation: bool = False

@@ -54,7 +54,7 @@ class MatryoshkaInfoNCE:
     def __post_init__(self) -> None:
         if self.weights is not None and len(self.weights) != len(self.dims):
             raise CodetuneError(
-                f"loss.matryoshka_weights: {len(self.weights)} weights for {len(self.dims)} dims {self.dims}; give one per dim"
+                f"loss.matryoshka_weights: {len(self.weights)} weights for {len(self.dims)} dims {self.dims}; give one per dim, or null for all 1"
             )
         if self.false_negative_margin is not None and self.false_negative_margin < 0:
             raise CodetuneError(f"loss.false_negative_margin: {self.false_negative_margin} must be 0 or more (or null)")
