@@ -1,11 +1,10 @@
 """The principal-axes rotation: orthogonal, ordered by variance, invisible at the full dimension."""
 
-import json
-
 import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize
+from test_recipes import check_run_folder, pairs, run_recipe  # noqa: F401 -- the fixture is used by name
 from train_worker import fixture_rows
 
 from trainer.models import load_model
@@ -42,11 +41,7 @@ def test_a_fitted_rotation_keeps_full_dim_similarity_and_puts_more_variance_in_p
 
 
 @pytest.mark.slow
-def test_recipe_with_rotation_resumes_exactly_and_merges_around_it(tiny_bert, tmp_path):
-    from test_recipes import check_run_folder, run_recipe
-
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps(r) + "\n" for r in fixture_rows()))
+def test_recipe_with_rotation_resumes_exactly_and_merges_around_it(tiny_bert, pairs, tmp_path):
     common = ["tracking.wandb=disabled", "model.pca_rotation=true"]
     run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "straight", pairs, *common)
     straight = SentenceTransformer(str(tmp_path / "straight" / "final"))

@@ -9,7 +9,8 @@ Measured on the embedded default before any training (bench/quality.py, out of d
 at 256/128/64): 54.14/50.52/41.24 against 52.65/46.90/39.53 unrotated. Matryoshka training then
 starts from those prefixes instead of arbitrary ones.
 
-The rotation is a frozen, bias-free sentence-transformers ``Dense`` module after pooling, so the saved model is a plain sentence-transformers folder that applies it by itself.
+The rotation is a frozen, bias-free sentence-transformers ``Dense`` module after pooling, so the
+saved model is a plain sentence-transformers folder that applies it by itself.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize
 from sentence_transformers.sentence_transformer.modules import Dense
 
-from trainer.retrieval import encode
+from trainer.retrieval import encode_share, gather_share
 
 
 def principal_axes(embeddings: torch.Tensor) -> torch.Tensor:
@@ -58,20 +59,24 @@ def add_rotation(model: SentenceTransformer, rotation: torch.Tensor | None = Non
 
 
 def fit_rotation(model: SentenceTransformer, rows: list[dict], sample: int = 512, seed: int = 0,
-                 batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
+                 batch_size: int = 32, rank: int = 0, world: int = 1, show_progress: bool = False) -> torch.Tensor:
     """Principal axes of the model's embeddings of ``sample`` training rows' queries and code.
 
     Args:
         rows: training rows with ``query`` and ``positive``; a seeded sample of them is encoded
             (2 x ``sample`` texts: about 30 s for the default model at 256 tokens on 2 CPU cores).
+        rank, world: this process and how many there are; each encodes 1/world of the texts and
+            the shares are gathered (a collective when world > 1), as the evaluator does.
 
     Returns:
         (D, D) float32 rotation on the model's device (see :func:`principal_axes`).
     """
     picked = random.Random(seed).sample(rows, min(sample, len(rows)))
-    queries = encode(model, [r["query"] for r in picked], "query", batch_size, show_progress)
-    docs = encode(model, [r["positive"] for r in picked], "document", batch_size, show_progress)
-    return principal_axes(torch.cat([queries, docs]))
+    embeddings = [
+        gather_share(encode_share(model, [r[key] for r in picked], kind, batch_size, rank, world, show_progress=show_progress))
+        for key, kind in (("query", "query"), ("positive", "document"))
+    ]
+    return principal_axes(torch.cat(embeddings))
 
 
 def rotate(model: SentenceTransformer, rows: list[dict], acc: Accelerator, fit: bool = True, seed: int = 0,
@@ -85,7 +90,10 @@ def rotate(model: SentenceTransformer, rows: list[dict], acc: Accelerator, fit: 
     rotation = None
     if fit:
         acc.print(f"model.pca_rotation: fitting the principal axes of {min(sample, len(rows))} training rows' embeddings")
-        rotation = fit_rotation(model, rows, sample, seed, show_progress=acc.is_main_process)
+        rotation = fit_rotation(model, rows, sample, seed, rank=acc.process_index, world=acc.num_processes,
+                                show_progress=acc.is_main_process)
         if acc.num_processes > 1:
-            rotation = broadcast(rotation.contiguous(), from_process=0)  # ranks' floats may differ; one matrix wins
+            # Every rank now holds the same embeddings, but eigh on another node's CPU may round
+            # differently (and flip an axis's sign): one matrix for all.
+            rotation = broadcast(rotation.contiguous(), from_process=0)
     return add_rotation(model, rotation)
