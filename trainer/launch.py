@@ -32,7 +32,6 @@ from pathlib import Path
 from types import ModuleType
 
 from trainer.errors import CodetuneError
-from trainer.preemption import EXIT_PREEMPTED
 
 HELP_FLAGS = ("-h", "--help")
 

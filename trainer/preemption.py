@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -38,6 +40,35 @@ _signalled = False  # process-wide: every StopRequest sees a signal that came be
 def _on_signal(signum, frame) -> None:
     global _signalled
     _signalled = True
+    _reroute_broken_output()
+
+
+def _reroute_broken_output() -> None:
+    """Point stderr (or stdout) at the other stream if its reader is gone.
+
+    ``accelerate launch`` tees its worker's stderr through a pipe. When the launcher dies, the
+    kernel's SIGUSR1 arrives after that pipe lost its reader, and the next progress bar or log line
+    would raise BrokenPipeError in the middle of the checkpoint this signal asks for.
+    """
+    if not hasattr(select, "poll"):
+        return
+    broken = [fd for fd in (1, 2) if _reader_gone(fd)]
+    for fd in broken:
+        other = 3 - fd
+        target = other if other not in broken else os.open(os.devnull, os.O_WRONLY)
+        os.dup2(target, fd)
+
+
+def _reader_gone(fd: int) -> bool:
+    """True for the write end of a pipe whose read end is closed (Linux and macOS report POLLERR)."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except OSError:
+        return False
 
 
 class StopRequest:
