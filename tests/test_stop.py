@@ -50,6 +50,23 @@ def test_a_stop_during_setup_checkpoints_the_first_step(tiny_bert, pairs, tmp_pa
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines() if "loss" in line] == list(range(1, 41))
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+def test_a_stop_signal_sends_stderr_whose_reader_is_gone_to_stdout():
+    """What a killed ``accelerate launch`` leaves its worker: stderr, a pipe it teed, with no reader."""
+    script = (
+        "import os, signal, sys\n"
+        "from trainer.preemption import StopRequest\n"
+        "stop = StopRequest()\n"
+        "r, w = os.pipe(); os.dup2(w, 2); os.close(r)\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "print('after the signal', file=sys.stderr, flush=True)\n"
+        "print('stopped:', stop.requested(), flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["after the signal", "stopped: True"]
+
+
 def alive(pid: int) -> bool:
     """Running, not a zombie waiting for a reaper that may not be ours."""
     try:
