@@ -122,10 +122,11 @@ def test_mixed_precision_with_grad_cache(precision, tiny_roberta, pairs, tmp_pat
 def test_merge_alpha_zero_gives_the_base_model_back(tiny_roberta, pairs, tmp_path):
     """WiSE-FT at alpha 0 is the base: the after-scores equal the before-scores; at 1 they moved."""
     out = tmp_path / "run"
-    # Without the rotation, which reorders coordinates and so moves the truncated dims' scores
-    # (tests/test_rotation.py checks alpha 0 with it).
+    # Without the rotations (before training and the refit after it), which reorder coordinates
+    # and so move the truncated dims' scores (tests/test_rotation.py checks alpha 0 with them).
     run_recipe("matryoshka.py", tiny_roberta, "codebert", out, pairs, "tracking.wandb=disabled", "merge.alpha=0.0",
-               "loss.symmetric=true", "data.query_forms=[docstring,name,short]", "model.pca_rotation=false")
+               "loss.symmetric=true", "data.query_forms=[docstring,name,short]", "model.pca_rotation=false",
+               "model.pca_refit=false")
     result = check_run_folder(out)
     assert result["after"]["metrics"] == result["before"]["metrics"]
     proc = run_recipe("lora.py", tiny_roberta, "codebert", tmp_path / "lora", pairs, "merge.alpha=0.5", check=False)

@@ -2,13 +2,14 @@
 
 import pytest
 import torch
+from accelerate import Accelerator
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize
 from test_recipes import check_run_folder, pairs, run_recipe  # noqa: F401 -- the fixture is used by name
 from train_worker import fixture_rows
 
 from trainer.models import load_model
-from trainer.models.rotation import add_rotation, fit_rotation, principal_axes
+from trainer.models.rotation import add_rotation, fit_rotation, principal_axes, refit, rotation_layer
 from trainer.retrieval import encode
 
 
@@ -40,22 +41,44 @@ def test_a_fitted_rotation_keeps_full_dim_similarity_and_puts_more_variance_in_p
     torch.testing.assert_close(encode(SentenceTransformer(str(tmp_path / "saved")), texts, "document"), after)
 
 
+@pytest.mark.parametrize("rotated", [True, False])
+def test_a_refit_folds_a_second_rotation_in_and_sorts_the_trained_model_by_variance(tiny_bert, rotated):
+    model = load_model(str(tiny_bert), "bge")
+    rows = fixture_rows()
+    texts = [r["positive"] for r in rows[:40]]
+    if rotated:
+        first = add_rotation(model, principal_axes(torch.randn(100, 32, generator=torch.Generator().manual_seed(0))))
+    before = encode(model, texts, "document")  # (40, 32)
+    modules = len(model)
+    layer = refit(model, rows, Accelerator(cpu=True), sample=64)
+    assert rotation_layer(model) is layer and len(model) == modules + (0 if rotated else 1)  # folded in, or added once
+    if rotated:
+        assert layer is first
+    w = layer.linear.weight
+    torch.testing.assert_close(w @ w.T, torch.eye(32), atol=1e-5, rtol=0)
+    after = encode(model, texts, "document")
+    torch.testing.assert_close(after @ after.T, before @ before.T, atol=1e-5, rtol=0)
+    assert after[:, :8].var(0).sum() > 1.5 * before[:, :8].var(0).sum()
+    assert not w.requires_grad
+
+
 @pytest.mark.slow
 def test_recipe_with_rotation_resumes_exactly_and_merges_around_it(tiny_bert, pairs, tmp_path):  # noqa: F811
-    common = ["tracking.wandb=disabled", "model.pca_rotation=true"]
-    run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "straight", pairs, *common)
+    # Rotated before training and re-sorted after it: still orthogonal, still exact on resume.
+    refitted = ["tracking.wandb=disabled", "model.pca_rotation=true", "model.pca_refit=true"]
+    run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "straight", pairs, *refitted)
     straight = SentenceTransformer(str(tmp_path / "straight" / "final"))
     rot = straight[-2].linear.weight.detach()
     torch.testing.assert_close(rot @ rot.T, torch.eye(32), atol=1e-5, rtol=0)  # frozen through training and merge
     ckpt = tmp_path / "straight" / "checkpoints" / "step-3"
-    run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "resumed", pairs, *common, f"resume_from_checkpoint={ckpt}")
+    run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "resumed", pairs, *refitted, f"resume_from_checkpoint={ckpt}")
     resumed = SentenceTransformer(str(tmp_path / "resumed" / "final"))
     texts = [r["positive"] for r in fixture_rows()[:8]]
     torch.testing.assert_close(resumed.encode(texts, convert_to_tensor=True), straight.encode(texts, convert_to_tensor=True),
                                atol=1e-5, rtol=0)
-    # At merge.alpha 0 the result is the base model, rotated: every full-dim score is the base's. (Not
+    # At merge.alpha 0 the result is the base model, rotated twice: every full-dim score is the base's. (Not
     # compared through ranking metrics: the tiny random model has near-ties that float rounding reorders.)
-    run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "base", pairs, *common, "merge.alpha=0.0")
+    run_recipe("matryoshka.py", tiny_bert, "bge", tmp_path / "base", pairs, *refitted, "merge.alpha=0.0")
     check_run_folder(tmp_path / "base")
     base, merged = load_model(str(tiny_bert), "bge"), SentenceTransformer(str(tmp_path / "base" / "final"))
     queries, docs = [r["query"] for r in fixture_rows()[:16]], [r["positive"] for r in fixture_rows()[:16]]
@@ -65,4 +88,5 @@ def test_recipe_with_rotation_resumes_exactly_and_merges_around_it(tiny_bert, pa
         return q @ d.T
 
     torch.testing.assert_close(scores(merged), scores(base), atol=1e-5, rtol=0)
-    torch.testing.assert_close(merged[-2].linear.weight, rot, atol=1e-6, rtol=0)  # the same frozen rotation, kept by the merge
+    w = merged[-2].linear.weight
+    torch.testing.assert_close(w @ w.T, torch.eye(32), atol=1e-5, rtol=0)  # kept by the merge, refitted after it

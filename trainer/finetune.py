@@ -21,7 +21,7 @@ from trainer.model_card import RunFacts, data_summary
 from trainer.models import load_model
 from trainer.models.memory import prepare_for_training
 from trainer.models.merge import interpolate, snapshot
-from trainer.models.rotation import rotate
+from trainer.models.rotation import refit, rotate
 from trainer.preemption import EXIT_PREEMPTED, Preempted, StopRequest
 
 
@@ -97,6 +97,8 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
             return EXIT_PREEMPTED
         if base is not None:
             interpolate(model, base, cfg.merge.alpha)
+        if m.pca_refit:
+            refit(model, rows, acc, seed=cfg.train.seed)
         after = run.evaluate_main(model, eval_data, eval_dims, cfg.eval, acc)
         if after:
             run.log_eval(tracker, after, steps, "after")

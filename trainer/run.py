@@ -54,6 +54,9 @@ class ModelConfig:
     # training, so truncated prefixes start from the most informative coordinates. Orthogonal:
     # full-dim similarity is unchanged; saved as a frozen Dense module (trainer.models.rotation).
     pca_rotation: bool = False
+    # After training (and merge.alpha), re-sort the coordinates along the tuned model's own
+    # principal axes, folded into the rotation (another ~30 s; full-dim similarity unchanged).
+    pca_refit: bool = False
 
     def __post_init__(self) -> None:
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
