@@ -53,10 +53,13 @@ def _reroute_broken_output() -> None:
     if not hasattr(select, "poll"):
         return
     broken = [fd for fd in (1, 2) if _reader_gone(fd)]
-    for fd in broken:
-        other = 3 - fd
-        target = other if other not in broken else os.open(os.devnull, os.O_WRONLY)
-        os.dup2(target, fd)
+    if len(broken) == 2:
+        null = os.open(os.devnull, os.O_WRONLY)
+        for fd in broken:
+            os.dup2(null, fd)
+        os.close(null)
+    elif broken:
+        os.dup2(3 - broken[0], broken[0])  # to the other stream, which still has its reader
 
 
 def _reader_gone(fd: int) -> bool:

@@ -57,9 +57,13 @@ def add_rotation(model: SentenceTransformer, rotation: torch.Tensor | None = Non
     layer = Dense(dim, dim, bias=False, activation_function=torch.nn.Identity())
     layer.linear.weight.data.copy_(rotation if rotation is not None else torch.eye(dim))
     layer.requires_grad_(False)
-    at = len(model) - 1 if isinstance(model[-1], Normalize) else len(model)
-    model.insert(at, layer.to(model.device))
+    model.insert(_rotation_index(model), layer.to(model.device))
     return layer
+
+
+def _rotation_index(model: SentenceTransformer) -> int:
+    """Where the rotation goes: before a final ``Normalize``, else at the end."""
+    return len(model) - 1 if isinstance(model[-1], Normalize) else len(model)
 
 
 def fit_rotation(model: SentenceTransformer, rows: list[dict], sample: int = 512, seed: int = 0,
@@ -91,7 +95,7 @@ def rotate(model: SentenceTransformer, rows: list[dict], acc: Accelerator, fit: 
         fit: False for a resumed run, whose checkpoint restores the fitted matrix into the
             identity added here.
     """
-    rotation = _fit_everywhere(model, rows, acc, seed, sample) if fit else None
+    rotation = _fit_everywhere(model, rows, acc, seed, sample, "model.pca_rotation") if fit else None
     return add_rotation(model, rotation)
 
 
@@ -103,7 +107,7 @@ def refit(model: SentenceTransformer, rows: list[dict], acc: Accelerator, seed: 
     most varying directions first again. Full-dim similarity is unchanged; a model without a
     rotation layer gets one.
     """
-    rotation = _fit_everywhere(model, rows, acc, seed, sample)
+    rotation = _fit_everywhere(model, rows, acc, seed, sample, "model.pca_refit")
     layer = rotation_layer(model)
     if layer is None:
         return add_rotation(model, rotation)
@@ -114,16 +118,17 @@ def refit(model: SentenceTransformer, rows: list[dict], acc: Accelerator, seed: 
 
 def rotation_layer(model: SentenceTransformer) -> Dense | None:
     """The frozen square bias-free ``Dense`` before the final ``Normalize`` that :func:`add_rotation` puts there."""
-    at = len(model) - 2 if isinstance(model[-1], Normalize) else len(model) - 1
+    at = _rotation_index(model) - 1
     layer = model[at] if at >= 0 else None
     if not isinstance(layer, Dense) or layer.linear.bias is not None or layer.linear.weight.requires_grad:
         return None
     return layer if layer.linear.in_features == layer.linear.out_features else None
 
 
-def _fit_everywhere(model: SentenceTransformer, rows: list[dict], acc: Accelerator, seed: int, sample: int) -> torch.Tensor:
+def _fit_everywhere(model: SentenceTransformer, rows: list[dict], acc: Accelerator, seed: int, sample: int,
+                    knob: str) -> torch.Tensor:
     """:func:`fit_rotation` with every process encoding its share; one matrix for all."""
-    acc.print(f"model.pca_rotation: fitting the principal axes of {min(sample, len(rows))} training rows' embeddings")
+    acc.print(f"{knob}: fitting the principal axes of {min(sample, len(rows))} training rows' embeddings")
     rotation = fit_rotation(model, rows, sample, seed, rank=acc.process_index, world=acc.num_processes,
                             show_progress=acc.is_main_process)
     if acc.num_processes > 1:
