@@ -83,3 +83,21 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, inputs, tmp_path)
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a failed command left files behind"
+
+
+def test_plain_accelerate_launch_quiet_shows_the_recipe_line_alone(tmp_path):
+    """`accelerate launch -q RECIPE` (the README's entry point, quiet): the recipe's one line, no traceback.
+
+    accelerate's launcher ends with its own status 1 there (its `sys.exit(1)`), not the recipe's 2:
+    the README says so and points to `codetune train` for the real status.
+    """
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "-q", *ONE_CPU, "--num_cpu_threads_per_process", "1",
+            RECIPE, "output_dir=out/run", "train.lr=abc"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr[-2000:])
+    assert [line for line in lines if line.startswith("error: ")] == lines and len(lines) == 1, proc.stderr[-2000:]
+    assert "train.lr" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "a failed command left files behind"
