@@ -27,7 +27,7 @@ StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take
 from trainer.config import load_config  # noqa: E402
 from trainer.errors import cli_main  # noqa: E402
 from trainer.finetune import FineTuneConfig, fine_tune  # noqa: E402
-from trainer.models.lora import LoraSettings, apply_lora, merge_lora, save_adapter  # noqa: E402
+from trainer.models.lora import LoraSettings, apply_lora, lora_targets, merge_lora, save_adapter  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lora.yaml"
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         save_adapter(model, run_dir / "adapter")
         return merge_lora(model)
 
-    return fine_tune(cfg, "lora", adapt, export)
+    return fine_tune(cfg, "lora", adapt, export, check=lambda model: lora_targets(model, cfg.lora))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("data: no such source", [RECIPE, *run, "data.source=./no/such/tree"], "data.source"),
         ("data: rows without a positive", [RECIPE, *run, f"data.source={tmp / 'bad.jsonl'}"], "positive"),
         ("dims: larger than the model", [RECIPE, *run, "loss.matryoshka_dims=[999]"], "matryoshka_dims"),
+        ("model: layer-wise lr on a model without layers",
+         [RECIPE, *run, f"model.name={tmp / 'static-model'}", "loss.matryoshka_dims=[8]",
+          "loss.matryoshka_weights=null", "train.layer_lr_decay=0.8"], "train.layer_lr_decay"),
         ("evaluation set: missing folder", [RECIPE, *run, "data.eval=./no-beir"], "data.eval"),
         ("head: negative rank", [HEAD, *run, "head.rank=-1"], "head.rank"),
         ("evaluate: missing set", ["-m", "trainer.evaluate", "--data", "./no-beir", "--output", "out/r.json"], "no-beir"),
@@ -62,7 +65,15 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("inputs")
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import StaticEmbedding
+    from tokenizers import Tokenizer, models
+
+    tmp = tmp_path_factory.mktemp("inputs")
+    # A model whose parameters sit in no numbered layer: nothing for train.layer_lr_decay to decay over.
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "def": 1}, unk_token="[UNK]"))
+    SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=8)], device="cpu").save(str(tmp / "static-model"))
+    return tmp
 
 
 def _ids() -> list[str]:
@@ -101,3 +112,35 @@ def test_plain_accelerate_launch_quiet_shows_the_recipe_line_alone(tmp_path):
     assert [line for line in lines if line.startswith("error: ")] == lines and len(lines) == 1, proc.stderr[-2000:]
     assert "train.lr" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "a failed command left files behind"
+
+
+@pytest.mark.parametrize(
+    "recipe, knobs, needle",
+    [
+        ("matryoshka", ["train.layer_lr_decay=0.8", "model.attention_dropout=null"], "train.layer_lr_decay"),
+        ("matryoshka", ["model.attention_dropout=0"], "model.attention_dropout"),
+        ("matryoshka", ["model.attention_dropout=null", "model.freeze_embeddings=true"], "model.freeze_embeddings"),
+        ("matryoshka", ["model.attention_dropout=null", "model.gradient_checkpointing=true"], "model.gradient_checkpointing"),
+        ("lora", ["lora.target_modules=[query,vlaue]"], "lora.target_modules: vlaue match no module"),
+    ],
+)
+def test_a_knob_the_model_cannot_take_fails_before_data_or_base_evaluation(recipe, knobs, needle, inputs, tiny_bert,
+                                                                          tmp_path, monkeypatch):
+    """The model-dependent checks run right after the model loads: not after a minute of mining and
+    base evaluation (the static model has no layers, attention or transformer; tiny BERT has no "vlaue")."""
+    import importlib
+
+    from trainer import run
+    from trainer.errors import CodetuneError
+
+    def too_late(*args, **kwargs):
+        pytest.fail("the run reached data loading or the base evaluation before its config was checked")
+
+    monkeypatch.setattr(run, "load_data_once", too_late)
+    monkeypatch.setattr(run, "evaluate_base", too_late)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    model = ["model.name=" + str(tiny_bert), "model.preset=bge"] if recipe == "lora" else [f"model.name={inputs / 'static-model'}"]
+    argv = [*model, f"output_dir={tmp_path / 'run'}", "loss.matryoshka_dims=[8]", "loss.matryoshka_weights=null", *knobs]
+    with pytest.raises(CodetuneError, match=needle):
+        importlib.import_module(f"recipes.{recipe}").main(argv)
+    assert not (tmp_path / "run").exists()

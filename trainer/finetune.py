@@ -19,7 +19,8 @@ from trainer.loop import TrainConfig, Trainer, check_batches
 from trainer.losses import MatryoshkaInfoNCE
 from trainer.model_card import RunFacts, data_summary
 from trainer.models import load_model
-from trainer.models.memory import prepare_for_training
+from trainer.models.layer_lr import check_layer_lr_decay
+from trainer.models.memory import check_training_settings, prepare_for_training
 from trainer.models.merge import interpolate, snapshot
 from trainer.models.rotation import refit, rotate
 from trainer.preemption import EXIT_PREEMPTED, Preempted, StopRequest
@@ -43,7 +44,9 @@ Adapt = Callable[[SentenceTransformer], None]
 Export = Callable[[SentenceTransformer, Path], SentenceTransformer]
 
 
-def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, export: Export | None = None) -> int:
+def fine_tune(
+    cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, export: Export | None = None, check: Adapt | None = None,
+) -> int:
     """Run one fine-tuning job; returns the process exit status.
 
     Args:
@@ -52,6 +55,8 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         adapt: changes the model in place before training (e.g. wraps it with LoRA).
         export: given the trained model and run folder, returns the model to save as ``final/``
             (e.g. with LoRA merged), after saving anything else it wants there.
+        check: raises, at setup and changing nothing, the error ``adapt`` would raise after the
+            base evaluation (e.g. a LoRA target that matches no module).
     """
     stop = StopRequest()  # a stop request during setup is honoured at the first step, not fatal
     # Setup: accelerator and model first, so that a bad name fails before any folder is touched.
@@ -61,6 +66,11 @@ def fine_tune(cfg: FineTuneConfig, recipe: str, adapt: Adapt | None = None, expo
         raise CodetuneError(f"merge.alpha: {cfg.merge.alpha} applies to full fine-tuning; scale LoRA with lora.alpha instead")
     cfg.data.check_paths()
     model = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device))
+    # Every knob that needs something of this model is checked here, before a minute of base evaluation.
+    check_layer_lr_decay(model, cfg.train.layer_lr_decay)
+    check_training_settings(model, m.gradient_checkpointing, m.freeze_embeddings, m.attention_dropout)
+    if check is not None:
+        check(model)
     dims = run.matryoshka_dims(cfg.loss, model)
     eval_dims = cfg.eval.dims or dims
     loss_fn = MatryoshkaInfoNCE(

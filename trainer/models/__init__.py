@@ -77,7 +77,10 @@ def load_model(
     if max_seq_length is not None:
         # A config written for 512-position encoders must not overflow a smaller model.
         limit = getattr(model.tokenizer, "model_max_length", None) or max_seq_length
-        model.max_seq_length = min(max_seq_length, limit)
+        try:
+            model.max_seq_length = min(max_seq_length, limit)
+        except AttributeError:  # a bag of token vectors (StaticEmbedding) has no sequence limit to set
+            pass
     return model
 
 

@@ -38,6 +38,29 @@ def _transformer(model: SentenceTransformer) -> Transformer:
     return first
 
 
+def lora_targets(model: SentenceTransformer, cfg: LoraSettings) -> list[str]:
+    """The module names LoRA adapts in ``model``: ``cfg.target_modules``, or the architecture's default.
+
+    A recipe calls this at setup, so that a name that matches nothing is a one-line error before
+    the base evaluation, not peft's traceback after it. Stricter than peft, which adapts what
+    matches and ignores the rest: a misspelt name would silently leave a layer untrained.
+
+    Raises:
+        CodetuneError: for a model without a Transformer first, an architecture with no default,
+            or a name that matches no module (peft's rule: the full name, or its last dotted parts).
+    """
+    module = _transformer(model)
+    arch = module.model.config.model_type
+    targets = cfg.target_modules or TARGETS.get(arch)
+    if not targets:
+        raise CodetuneError(f"lora.target_modules: no default for architecture {arch!r}; name the linear layers")
+    names = [name for name, _ in module.model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise CodetuneError(f"lora.target_modules: {', '.join(missing)} match no module of this {arch} model")
+    return list(targets)
+
+
 def apply_lora(model: SentenceTransformer, cfg: LoraSettings) -> tuple[int, int]:
     """Freeze the encoder and add LoRA adapters in place.
 
@@ -45,12 +68,11 @@ def apply_lora(model: SentenceTransformer, cfg: LoraSettings) -> tuple[int, int]
         (trainable parameters, all parameters) of the model.
     """
     module = _transformer(model)
-    arch = module.model.config.model_type
-    targets = cfg.target_modules or TARGETS.get(arch)
-    if not targets:
-        raise CodetuneError(f"lora.target_modules: no default for architecture {arch!r}; name the linear layers")
-    peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets)
-    module.model = get_peft_model(module.model, peft_cfg)
+    peft_cfg = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=lora_targets(model, cfg))
+    try:
+        module.model = get_peft_model(module.model, peft_cfg)
+    except ValueError as err:  # e.g. a target that is a LayerNorm, which LoRA cannot adapt
+        raise CodetuneError(f"lora.target_modules: {str(err).splitlines()[0][:200]}") from None
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total

@@ -27,7 +27,11 @@ def prepare_for_training(
     attention_dropout: float | None = None,
 ) -> None:
     """Make trained weights fp32 and, if asked, freeze the token embeddings, set the attention
-    dropout and turn on gradient checkpointing; in place, after any LoRA."""
+    dropout and turn on gradient checkpointing; in place, after any LoRA.
+
+    Raises:
+        CodetuneError: as :func:`check_training_settings` does, which a recipe calls at setup.
+    """
     if freeze_embeddings:
         freeze_token_embeddings(model)
     if attention_dropout is not None:
@@ -37,6 +41,25 @@ def prepare_for_training(
             p.data = p.data.float()
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
+
+
+def check_training_settings(
+    model: SentenceTransformer,
+    gradient_checkpointing: bool,
+    freeze_embeddings: bool = False,
+    attention_dropout: float | None = None,
+) -> None:
+    """Raise now the error :func:`prepare_for_training` would raise after the base evaluation.
+
+    Changes nothing. The same targets are found before and after LoRA: :func:`_hf_models` looks
+    through a peft wrapper.
+    """
+    if freeze_embeddings:
+        _embedding_tables(model)
+    if attention_dropout is not None:
+        _attention_dropouts(model)
+    if gradient_checkpointing:
+        _checkpointable(model)
 
 
 def freeze_token_embeddings(model: SentenceTransformer) -> None:
@@ -52,11 +75,15 @@ def freeze_token_embeddings(model: SentenceTransformer) -> None:
     Raises:
         CodetuneError: when the model has no Hugging Face transformer with input embeddings.
     """
+    for table in _embedding_tables(model):
+        table.weight.requires_grad_(False)
+
+
+def _embedding_tables(model: SentenceTransformer) -> list[torch.nn.Module]:
     tables = [m.get_input_embeddings() for m in _hf_models(model) if hasattr(m, "get_input_embeddings")]
     if not tables:
         raise CodetuneError("model.freeze_embeddings: this model has no transformer token embeddings to freeze")
-    for table in tables:
-        table.weight.requires_grad_(False)
+    return tables
 
 
 def set_attention_dropout(model: SentenceTransformer, p: float) -> int:
@@ -74,21 +101,29 @@ def set_attention_dropout(model: SentenceTransformer, p: float) -> int:
     Raises:
         CodetuneError: when the model has no attention dropout this knows how to set.
     """
-    changed = 0
+    found = _attention_dropouts(model)
+    for module in found:
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        else:
+            module.attention_dropout = p
+    return len(found)
+
+
+def _attention_dropouts(model: SentenceTransformer) -> list[torch.nn.Module]:
+    """The attention-probability dropouts: an nn.Dropout (BERT, RoBERTa, XLM-R, MPNet, DistilBERT)
+    or a module whose forward reads a float ``attention_dropout`` (Qwen/Llama-style attention)."""
+    found = []
     for base in _hf_models(model):
         for module in base.modules():
-            # BERT, RoBERTa, XLM-R, MPNet, DistilBERT: an nn.Dropout on the probabilities;
-            # Qwen/Llama-style attention: a float read in forward.
             if type(module).__name__.endswith("SelfAttention") and isinstance(getattr(module, "dropout", None), torch.nn.Dropout):
-                module.dropout.p = p
-                changed += 1
+                found.append(module.dropout)
             elif isinstance(getattr(module, "attention_dropout", None), float):
-                module.attention_dropout = p
-                changed += 1
-    if not changed:
+                found.append(module)
+    if not found:
         names = ", ".join(type(m).__name__ for m in _hf_models(model)) or "no Transformer module"
         raise CodetuneError(f"model.attention_dropout: no attention dropout found in this model ({names})")
-    return changed
+    return found
 
 
 def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
@@ -100,12 +135,16 @@ def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
     Raises:
         CodetuneError: when the model has no Hugging Face transformer that supports it.
     """
+    for base in _checkpointable(model):
+        checkpoint_layers(base)
+
+
+def _checkpointable(model: SentenceTransformer) -> list[torch.nn.Module]:
     bases = _hf_models(model)
     if not bases or not all(getattr(m, "supports_gradient_checkpointing", False) for m in bases):
         names = ", ".join(type(m).__name__ for m in bases) or "no Transformer module"
         raise CodetuneError(f"model.gradient_checkpointing: not supported by this model ({names})")
-    for base in bases:
-        checkpoint_layers(base)
+    return bases
 
 
 def _hf_models(model: SentenceTransformer) -> list[torch.nn.Module]:
