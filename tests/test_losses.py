@@ -120,3 +120,38 @@ def test_weights_and_temperature_are_checked_naming_the_key():
         MatryoshkaInfoNCE(dims=[8], temperature=0.0)
     with pytest.raises(CodetuneError, match="loss.false_negative_margin: -0.1 must be 0 or more"):
         MatryoshkaInfoNCE(dims=[8], false_negative_margin=-0.1)
+
+
+@pytest.mark.parametrize("symmetric,hard", [(True, 0), (False, 0), (True, 2)])
+def test_same_type_negatives_equal_sentence_transformers_joint_directions(symmetric, hard):
+    """GTE's joint softmax == MultipleNegativesRankingLoss(directions=..., partition_mode="joint") at each dim."""
+    g = torch.Generator().manual_seed(0)
+    b, dims, t = 5, [16, 8], 0.05
+    q, p = torch.randn(b, 16, generator=g), torch.randn(b, 16, generator=g)
+    neg = torch.randn(b * hard, 16, generator=g) if hard else None  # ours: grouped by query
+    ours, per_dim = MatryoshkaInfoNCE(dims=dims, temperature=t, gather=False, symmetric=symmetric,
+                                      same_type_negatives=True)(q, p, neg)
+    directions = ("query_to_doc", "query_to_query") + (("doc_to_query",) if symmetric else ()) + ("doc_to_doc",)
+    reference = MultipleNegativesRankingLoss(None, scale=1 / t, directions=directions, partition_mode="joint")
+    columns = [] if neg is None else [neg.view(b, hard, -1)[:, k] for k in range(hard)]  # theirs: one column per k
+    for dim in dims:
+        theirs = reference.compute_loss_from_embeddings([x[:, :dim] for x in [q, p, *columns]], None)
+        assert per_dim[dim].item() == pytest.approx(theirs.item(), rel=1e-5)
+    plain, _ = MatryoshkaInfoNCE(dims=dims, temperature=t, gather=False, symmetric=symmetric)(q, p, neg)
+    assert ours.item() > plain.item()  # more rivals in every softmax
+
+
+def test_same_type_negatives_mask_suspects_of_every_kind():
+    """With a margin, a rival query or document that beats the positive leaves that pair's softmax, as a document would."""
+    q = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0]])  # q0.q1 = 0.8
+    p = torch.tensor([[0.6, 0.0, 0.8], [0.0, 0.6, 0.8]])  # d0.d1 = 0.64; q0.d0 = 0.6, q0.d1 = 0; q1.d1 = 0.36, q1.d0 = 0.48
+    t = 0.5
+    with_margin, _ = MatryoshkaInfoNCE(dims=[3], temperature=t, gather=False, same_type_negatives=True,
+                                       false_negative_margin=0.1)(q, p)
+    # pair 0 (positive 0.6): q1 (0.8) is out, d1 (0.64, within the margin) and q0.d1 stay
+    l0 = torch.logsumexp(torch.tensor([0.6, 0.0, 0.64]) / t, 0) - 0.6 / t
+    # pair 1 (positive 0.36): d0 as a document (0.48), q0 (0.8) and d0 as a rival of d1 (0.64) are all out
+    l1 = 0.0
+    assert with_margin.item() == pytest.approx(((l0 + l1) / 2).item(), rel=1e-5)
+    without, _ = MatryoshkaInfoNCE(dims=[3], temperature=t, gather=False, same_type_negatives=True)(q, p)
+    assert without.item() > with_margin.item()

@@ -48,9 +48,10 @@ def assert_same_weights(a, b, atol=1e-5):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("negatives,symmetric", [(0, False), (1, False), (1, True)])
-def test_two_processes_equal_one_with_double_batch(tiny_bert, tmp_path, negatives, symmetric):
-    steps = ["train.max_steps=2", f"train.hard_negatives={negatives}", "train.checkpoint_every=0", f"symmetric={symmetric}"]
+@pytest.mark.parametrize("negatives,symmetric,same_type", [(0, False, False), (1, False, False), (1, True, False), (1, True, True)])
+def test_two_processes_equal_one_with_double_batch(tiny_bert, tmp_path, negatives, symmetric, same_type):
+    steps = ["train.max_steps=2", f"train.hard_negatives={negatives}", "train.checkpoint_every=0", f"symmetric={symmetric}",
+             f"same_type={same_type}"]
     launch(tiny_bert, tmp_path / "one", "train.batch_size=8", *steps, processes=1)
     launch(tiny_bert, tmp_path / "two", "train.batch_size=4", *steps, processes=2)
     assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-5)

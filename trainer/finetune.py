@@ -75,7 +75,7 @@ def fine_tune(
     eval_dims = cfg.eval.dims or dims
     loss_fn = MatryoshkaInfoNCE(
         dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric,
-        cfg.loss.false_negative_margin,
+        cfg.loss.false_negative_margin, cfg.loss.same_type_negatives,
     )
     with run.run_folder(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc, recipe)

@@ -73,6 +73,9 @@ class LossConfig:
     # Cosine above the positive's by more than this: the candidate is taken for an unlabelled
     # answer and left out of that query's softmax. None: every candidate counts as a negative.
     false_negative_margin: float | None = None
+    # Other queries rival a query and other documents a document, in one softmax per pair
+    # (GTE's improved contrastive loss); free per step.
+    same_type_negatives: bool = False
 
 
 @dataclass

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from trainer.distributed import gather_with_grad, rank
 from trainer.errors import CodetuneError
-from trainer.losses.info_nce import info_nce
+from trainer.losses.info_nce import info_nce, joint_info_nce
 
 
 @dataclass
@@ -33,6 +33,10 @@ class MatryoshkaInfoNCE:
             the global batch) and average the two, as CLIP does. It asks the document side to
             tell queries apart too, which keeps the embedding space from collapsing around code.
         false_negative_margin: see :func:`~trainer.losses.info_nce.info_nce`; None: off.
+        same_type_negatives: also make every other query a query's rival, and every other
+            document a document's, in one joint softmax per pair (GTE's improved contrastive
+            loss, :func:`~trainer.losses.info_nce.joint_info_nce`); with ``symmetric`` the
+            document -> query scores join that softmax instead of a second averaged one.
 
     Inputs:
         queries: (b, D) this process's queries. positives: (b, D) their documents.
@@ -50,6 +54,7 @@ class MatryoshkaInfoNCE:
     gather: bool = True
     symmetric: bool = False
     false_negative_margin: float | None = None
+    same_type_negatives: bool = False
 
     def __post_init__(self) -> None:
         if self.weights is not None and len(self.weights) != len(self.dims):
@@ -76,9 +81,10 @@ class MatryoshkaInfoNCE:
             pos = gather_with_grad(positives)  # (b * world, D)
             neg = gather_with_grad(negatives.float()) if negatives is not None else None
             candidates = pos if neg is None else torch.cat([pos, neg])
-            all_queries = gather_with_grad(queries) if self.symmetric else queries  # (b * world, D)
+            all_queries = gather_with_grad(queries) if self.symmetric or self.same_type_negatives else queries  # (b * world, D)
             offset = rank() * b
         labels = torch.arange(offset, offset + b, device=queries.device)  # (b,)
+        hard = 0 if negatives is None else negatives.shape[0] // b  # hard negatives per query
         weights = self.weights or [1.0] * len(self.dims)
         total = queries.new_zeros(())
         per_dim = {}
@@ -86,8 +92,13 @@ class MatryoshkaInfoNCE:
             q = F.normalize(queries[:, :dim], dim=-1)  # (b, dim)
             c = F.normalize(candidates[:, :dim], dim=-1)  # (C, dim)
             margin = self.false_negative_margin
-            loss = info_nce(q, c, labels, self.temperature, margin)
-            if self.symmetric:
+            if self.same_type_negatives:
+                p = F.normalize(positives[:, :dim], dim=-1)  # (b, dim)
+                qs = F.normalize(all_queries[:, :dim], dim=-1)  # (b * world, dim)
+                loss = joint_info_nce(q, p, c, qs, labels, self.temperature, self.symmetric, hard, margin)
+            else:
+                loss = info_nce(q, c, labels, self.temperature, margin)
+            if self.symmetric and not self.same_type_negatives:
                 p = F.normalize(positives[:, :dim], dim=-1)  # (b, dim): this process's positives
                 back = info_nce(p, F.normalize(all_queries[:, :dim], dim=-1), labels, self.temperature, margin)
                 loss = 0.5 * (loss + back)
