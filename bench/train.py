@@ -3,6 +3,8 @@
     python bench/train.py                          # default recipe vs the reference, then quality on every set
     python bench/train.py --ref-epochs 2 --ours train.epochs=2 --skip-quality
     python bench/train.py --steps 20               # throughput only: both sides at the same steps
+    python bench/train.py --model mpnet-base --config recipes/configs/mpnet.yaml --lr 2e-5 --sets ood:networkx general
+    python bench/train.py --sides reference --model mpnet-base ...   # one side (a 110M run is an hour a side on 2 cores)
 
 Both sides train the embedded default on the standard library's training pairs, each in its own
 process (so peak resident memory is its own), at the same precision, sequence length and batch
@@ -29,7 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DIMS = [384, 256, 128, 64]
+from quality import SET_NAMES  # noqa: E402
+
+MATRYOSHKA_DIMS = (512, 256, 128, 64)
+
+
+def matryoshka_dims(full: int) -> list[int]:
+    """The full dim, then each Matryoshka dim below it: 384 -> [384, 256, 128, 64]; 768 adds 512."""
+    return [full, *(d for d in MATRYOSHKA_DIMS if d < full)]
 
 
 def run_reference(args, out: Path) -> dict:
@@ -43,10 +52,11 @@ def run_reference(args, out: Path) -> dict:
     from trainer.data import DataConfig, load_training_data
     from trainer.models import load_model
 
-    model = load_model("default", max_seq_length=args.seq_len)
+    model = load_model(args.model, max_seq_length=args.seq_len)
     data = load_training_data(DataConfig(), out)
     train = datasets.Dataset.from_dict({"anchor": data.train["query"], "positive": data.train["positive"]})
-    loss = MatryoshkaLoss(model, MultipleNegativesRankingLoss(model, scale=20.0), matryoshka_dims=DIMS)
+    dims = matryoshka_dims(model.get_sentence_embedding_dimension())
+    loss = MatryoshkaLoss(model, MultipleNegativesRankingLoss(model, scale=20.0), matryoshka_dims=dims)
     steps = args.steps if args.steps else -1
     training_args = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st"), per_device_train_batch_size=args.batch_size, max_steps=steps,
@@ -69,7 +79,7 @@ def run_ours(args, out: Path) -> dict:
     from matryoshka import main
 
     overrides = [
-        f"output_dir={out / 'ours'}", f"model.max_seq_length={args.seq_len}", f"train.batch_size={args.batch_size}",
+        "--config", args.config, f"model.name={args.model}", f"output_dir={out / 'ours'}", f"model.max_seq_length={args.seq_len}", f"train.batch_size={args.batch_size}",
         f"mixed_precision={args.precision}", "train.checkpoint_every=0", "train.log_every=1", "tracking.wandb=disabled",
         *([f"train.max_steps={args.steps}"] if args.steps else []), *args.ours,
     ]
@@ -98,7 +108,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5, help="the reference's learning rate")
     parser.add_argument("--ref-epochs", type=float, default=1.0, help="the reference's epochs: match codetune's wall time")
     parser.add_argument("--ours", nargs="*", default=[], help="key=value overrides for recipes/matryoshka.py")
+    parser.add_argument("--model", default="default", help="both sides' base model (model.name: default, mpnet-base, a folder)")
+    parser.add_argument("--config", default=str(ROOT / "recipes" / "configs" / "matryoshka.yaml"),
+                        help="codetune's YAML (recipes/configs/mpnet.yaml for mpnet-base)")
+    parser.add_argument("--sides", nargs="+", choices=["reference", "ours"], default=["reference", "ours"],
+                        help="run only these sides (the base is always scored)")
+    parser.add_argument("--sets", nargs="+", choices=SET_NAMES, help="quality sets (all by default)")
+    parser.add_argument("--dims", type=int, nargs="+", help="quality at these dims (default: the model's full dim and each below)")
     parser.add_argument("--skip-quality", action="store_true", help="throughput and memory only")
+    parser.add_argument("--out", help="keep both sides' models in this folder (default: a temporary one)")
     parser.add_argument("--side", choices=["ours", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--keep", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -106,11 +124,15 @@ def main() -> None:
         side_main(args)
         return
 
+    if args.out and Path(args.out).exists():
+        sys.exit(f"--out {args.out} exists: name a new folder (nothing in it is replaced)")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.out:
+            tmp = args.out
         results = {}
-        for side in ("reference", "ours"):
+        for side in args.sides:
             keep = Path(tmp) / side
-            keep.mkdir()
+            keep.mkdir(parents=True)
             cmd = [sys.executable, __file__, "--side", side, "--keep", str(keep)] + sys.argv[1:]
             env = {**os.environ, "WANDB_MODE": "disabled"}
             t0 = time.perf_counter()
@@ -119,23 +141,27 @@ def main() -> None:
             if line is None:
                 sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
             results[side] = {**json.loads(line[len("RESULT "):]), "wall_seconds": time.perf_counter() - t0}
-        ref, ours = results["reference"], results["ours"]
-        print(f"all-MiniLM-L6-v2, stdlib pairs, batch {args.batch_size}, sequence {args.seq_len}, precision {args.precision}")
+        names = {"reference": "SentenceTransformerTrainer", "ours": "codetune"}
+        print(f"{args.model}, stdlib pairs, batch {args.batch_size}, sequence {args.seq_len}, precision {args.precision}")
         print(f"{'':28}{'train s':>10}{'process s':>11}{'pairs/s':>10}{'peak RSS GB':>13}")
-        for name, r in (("SentenceTransformerTrainer", ref), ("codetune", ours)):
-            print(f"{name:28}{r['train_seconds']:10.0f}{r['wall_seconds']:11.0f}{r['pairs_per_s']:10.2f}{r['peak_rss_gb']:13.2f}")
-        print(f"{'ratio (codetune / ST)':28}{'':10}{'':11}{ours['pairs_per_s'] / ref['pairs_per_s']:10.2f}"
-              f"{ours['peak_rss_gb'] / ref['peak_rss_gb']:13.2f}")
+        for side, r in results.items():
+            print(f"{names[side]:28}{r['train_seconds']:10.0f}{r['wall_seconds']:11.0f}{r['pairs_per_s']:10.2f}{r['peak_rss_gb']:13.2f}")
+        if len(results) == 2:
+            ref, ours = results["reference"], results["ours"]
+            print(f"{'ratio (codetune / ST)':28}{'':10}{'':11}{ours['pairs_per_s'] / ref['pairs_per_s']:10.2f}"
+                  f"{ours['peak_rss_gb'] / ref['peak_rss_gb']:13.2f}")
         if args.skip_quality:
             return
         from quality import eval_sets, print_scores, score
 
-        sets = eval_sets()
-        scores = {name: score(spec, sets, DIMS) for name, spec in
-                  (("base", "default"), ("SentenceTransformerTrainer", ref["model"]), ("codetune", ours["model"]))}
-        print()
-        print_scores(scores, DIMS)
+        from trainer.models import load_model
 
+        dims = args.dims or matryoshka_dims(load_model(args.model).get_sentence_embedding_dimension())
+        sets = eval_sets(tuple(args.sets)) if args.sets else eval_sets()
+        models = {"base": args.model, **{names[side]: r["model"] for side, r in results.items()}}
+        scores = {name: score(spec, sets, dims, base_spec=args.model) for name, spec in models.items()}
+        print()
+        print_scores(scores, dims)
 
 if __name__ == "__main__":
     main()
