@@ -119,8 +119,11 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=1,
                         help="re-index an index of this many copies of the subset (see replicate); 1: the subset alone")
     parser.add_argument("--precision", default="float32")
+    parser.add_argument("--compute", default="auto", help="encoding arithmetic: auto (bf16 where the hardware has it), bf16, fp32")
     parser.add_argument("--site-packages", type=Path, default=Path(sysconfig.get_paths()["purelib"]))
     args = parser.parse_args()
+
+    import torch
 
     from trainer.models import load_model
     from trainer.search import build_index, load_index
@@ -142,7 +145,7 @@ def main() -> None:
         base_rss = peak_rss_mb()
 
         def build():
-            return build_index([src], out, args.model, model=model, precision=args.precision)
+            return build_index([src], out, args.model, model=model, precision=args.precision, compute=args.compute)
 
         stats, wall, cpu = timed(build)
         rss = peak_rss_mb()
@@ -165,11 +168,12 @@ def main() -> None:
     full_n = n * scale if args.functions else n
     print(f"site-packages: {all_files} source files, {all_bytes / 1e6:.0f} MB; subset: {files} files, "
           f"{nbytes / 1e6:.1f} MB ({100 / scale:.1f} % of the bytes)")
-    print(f"model {label}, precision {args.precision}, dim {built.dim}\n")
+    print(f"model {label}, precision {args.precision}, compute {built.manifest['compute']}, dim {built.dim}, "
+          f"{torch.get_num_threads()} threads\n")
     if args.copies > 1:
         print(f"re-index rows: an index of {args.copies} copies of the subset (replicated from its build, not built)")
-    print("| step | functions | wall s | CPU s | functions/s (CPU) | notes |\n|---|---:|---:|---:|---:|---|")
-    print(f"| index | {n} | {wall:.1f} | {cpu:.1f} | {n / cpu:.1f} | steps (wall s): "
+    print("| step | functions | wall s | CPU s | functions/s (wall) | notes |\n|---|---:|---:|---:|---:|---|")
+    print(f"| index | {n} | {wall:.1f} | {cpu:.1f} | {n / wall:.1f} | steps (wall s): "
           + ", ".join(f"{k} {v:.1f}" for k, v in stats.seconds.items()) + " |")
     print(f"| re-index, nothing changed | {same.snippets} | {same_wall:.1f} | {same_cpu:.1f} | – | "
           f"{same.unread_files} of {same.files} files not read, encoded {same.encoded} |")

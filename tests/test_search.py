@@ -127,12 +127,36 @@ def test_another_model_at_the_same_path_is_never_served_stale_vectors(tree, tmp_
 def test_scores_equal_the_shared_top_k(index, model):
     idx = load_index(index)
     hits = search(idx, QUERIES, model, k=4, mode="dense")
-    docs = normalize_truncate(encode(model, [document_text(s) for s in idx.snippets], "document"), 128)
-    queries = normalize_truncate(encode(model, QUERIES, "query"), 128)
+    compute = idx.manifest["compute"]  # bf16 on a CPU or GPU that has it: queries are encoded as documents were
+    docs = normalize_truncate(encode(model, [document_text(s) for s in idx.snippets], "document", compute=compute), 128)
+    queries = normalize_truncate(encode(model, QUERIES, "query", compute=compute), 128)
     scores, ids = top_k(queries, docs, k=4)
     for row, srow, irow in zip(hits, scores, ids):
         torch.testing.assert_close(torch.tensor([h.score for h in row]), srow, atol=1e-5, rtol=0)
         assert [h.snippet.id for h in row] == [idx.snippets[i].id for i in irow.tolist()]
+
+
+def test_bf16_compute_is_recorded_close_to_fp32_and_never_mixed_with_it(tree, tmp_path, model):
+    """bf16 autocast really runs (the vectors differ from fp32's), stays within rounding of them, and finds
+    the same function; an index is never updated with vectors of the other arithmetic."""
+    fp32, bf16 = tmp_path / "fp32", tmp_path / "bf16"
+    build_index([tree], fp32, "default", model=model, dim=128, compute="fp32", show_progress=False)
+    stats = build_index([tree], bf16, "default", model=model, dim=128, compute="bf16", show_progress=False)
+    a, b = load_index(fp32), load_index(bf16)
+    assert (a.manifest["compute"], b.manifest["compute"]) == ("fp32", "bf16")
+    cos = (a.embeddings * b.embeddings).sum(axis=1)  # unit rows, same snippet order
+    assert not np.array_equal(a.embeddings, b.embeddings) and cos.min() > 0.999, cos.min()
+    assert search(b, ["parse the port number"], model, k=1)[0][0].snippet.name == "parse_port"
+
+    again = build_index([tree], bf16, "default", model=model, dim=128, compute="fp32", show_progress=False)
+    assert again.encoded == stats.snippets and again.reused == 0
+    np.testing.assert_array_equal(load_index(bf16).embeddings, a.embeddings)
+
+    manifest = json.loads((fp32 / "manifest.json").read_text())
+    del manifest["compute"]  # an index from before the key: its vectors were fp32
+    (fp32 / "manifest.json").write_text(json.dumps(manifest))
+    old = build_index([tree], fp32, "default", model=model, dim=128, compute="fp32", show_progress=False)
+    assert old.encoded == 0 and old.reused == stats.snippets
 
 
 def test_query_with_another_model_or_dim_is_an_error(index, tiny_bert, capsys):
@@ -531,6 +555,7 @@ def test_an_index_in_the_old_format_is_rebuilt(tree, tmp_path, model):
         (["index", "{tree}", "--out", "{index}", "--precision", "binary", "--dim", "100"], "--dim 100 must be a multiple of 8"),
         (["index", "{tree}", "--out", "{index}", "--precision", "int8", "--store", "chroma", "--chroma-path", "c"],
          "--store chroma: needs --precision float32 or float16"),
+        (["index", "{tree}", "--out", "{index}", "--compute", "fp8"], "--compute fp8: choose from auto, bf16, fp32"),
         (["query", "{index}", "x", "--mode", "fuzzy"], "--mode fuzzy: choose from dense, lexical, hybrid"),
         (["query", "{index}", "x", "--lang", "cobol"], "--lang cobol: choose from python"),
     ],

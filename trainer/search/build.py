@@ -3,7 +3,8 @@
 A file is reused without being read when its size and modification time are the ones recorded
 and it was not modified within two seconds of that build (a write in the same clock tick as the
 last build could otherwise hide a change); otherwise it is read, and reused when its sha256 is
-unchanged. Reuse also needs the same weights, dimension, precision and document text recipe.
+unchanged. Reuse also needs the same weights, dimension, precision, compute precision and
+document text recipe.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def _previous(out: Path, manifest: dict) -> _Previous:
     same = ("model_fingerprint", "dim", "precision", "document_version")
     if not old.snippets or any(old.manifest.get(key) != manifest[key] for key in same):
         return _Previous()
+    if old.manifest.get("compute", "fp32") != manifest["compute"]:  # indexes from before the key encoded in fp32
+        return _Previous()
     prev = _Previous(files=old.files, ranges=old.dense.ranges, built_ns=int(old.manifest.get("built_ns", 0)))
     for i, (snippet, row) in enumerate(zip(old.snippets, old.dense.vectors)):
         prev.snippets.setdefault(snippet.path, []).append((snippet, row, i))
@@ -108,6 +111,7 @@ def build_index(
     exclude_dirs: Sequence[str] = (),
     batch_size: int = 64,
     show_progress: bool = True,
+    compute: str = "auto",
 ) -> IndexStats:
     """Index every function of ``sources`` into the folder ``out``, re-encoding only changed files.
 
@@ -120,6 +124,8 @@ def build_index(
             ``model`` is given (then it must be the model the spec names).
         dim: Matryoshka dimension; default ``min(256, model dimension)``.
         precision: how vectors are stored (see :mod:`trainer.search.dense`).
+        compute: ``auto`` (bf16 autocast where the hardware has it), ``bf16`` or ``fp32``; recorded
+            in the manifest, and queries are encoded the same way.
 
     Raises:
         CodetuneError: a source that does not exist, a bad ``dim`` or ``precision``, or ``out`` that is a file.
@@ -128,7 +134,7 @@ def build_index(
 
     from trainer.data.mining import MiningReport, SourceTree, labelled_trees, parsed_files, source_files
     from trainer.embedding_cache import model_fingerprint
-    from trainer.retrieval import encode, normalize_truncate
+    from trainer.retrieval import encode, normalize_truncate, resolve_compute
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -138,6 +144,7 @@ def build_index(
             raise CodetuneError(f"{src}: no such file or folder")
     if precision not in PRECISIONS:
         check_precision(precision, 0)  # before loading a model
+    compute = resolve_compute(compute)
     if model is None:
         from trainer.models import load_model
 
@@ -153,6 +160,7 @@ def build_index(
         "model_fingerprint": model_fingerprint(model),
         "dim": dim,
         "precision": precision,
+        "compute": compute,
         "document_version": DOCUMENT_VERSION,
         "tokens_version": TOKENS_VERSION,
         "sources": [str(Path(s).resolve()) for s in sources],
@@ -212,7 +220,7 @@ def build_index(
 
     ranges = prev.ranges
     if todo:
-        emb = encode(model, [texts[i] for i in todo], "document", batch_size, show_progress=show_progress)
+        emb = encode(model, [texts[i] for i in todo], "document", batch_size, show_progress=show_progress, compute=compute)
         unit = normalize_truncate(emb, dim).cpu().numpy()  # (len(todo), dim) float32
         if precision == "int8" and ranges is None:
             ranges = calibrate(unit)  # calibrated once; kept while the index is updated so old codes stay valid

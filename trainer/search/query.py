@@ -80,7 +80,8 @@ def _check_model(index: SearchIndex, model: SentenceTransformer | None) -> None:
 def _dense(index: SearchIndex, queries: Sequence[str], model, depth: int, rows, batch_size: int):
     from trainer.retrieval import encode, normalize_truncate
 
-    q = normalize_truncate(encode(model, list(queries), "query", batch_size), index.dim).cpu().numpy()  # (Q, dim)
+    compute = index.manifest.get("compute", "fp32")  # as the documents were encoded
+    q = normalize_truncate(encode(model, list(queries), "query", batch_size, compute=compute), index.dim).cpu().numpy()  # (Q, dim)
     return index.dense.search(q, depth, rows)
 
 
