@@ -537,6 +537,25 @@ def test_unchanged_files_are_not_even_read_again(tree, index, model):
     assert reads == [] and stats.unread_files == stats.files == 5 and stats.encoded == 0
 
 
+def test_nothing_changed_leaves_the_index_untouched_and_a_touch_is_recorded(tree, index, model):
+    """An unchanged tree rewrites nothing (a new generation of 300k functions cost 25 s); a file touched
+    without a change is not re-encoded, but its new mtime is recorded so the next run does not read it again."""
+    manifest = (index / "manifest.json").read_bytes()
+    generation = json.loads(manifest)["generation"]
+    stats = build_index([tree], index, "default", model=model, dim=128, show_progress=False)
+    assert stats.unchanged and stats.encoded == 0 and stats.reused == stats.snippets > 0
+    assert (index / "manifest.json").read_bytes() == manifest and (index / generation).is_dir()
+    assert "nothing changed" in stats.summary()
+
+    past = time.time() - 3600
+    os.utime(tree / "pkg" / "config.py", (past, past))
+    touched = build_index([tree], index, "default", model=model, dim=128, show_progress=False)
+    assert not touched.unchanged and touched.encoded == 0
+    assert json.loads((index / "manifest.json").read_bytes())["generation"] != generation
+    assert load_index(index).files["pkg/config.py"][1] == (tree / "pkg" / "config.py").stat().st_mtime_ns
+    assert build_index([tree], index, "default", model=model, dim=128, show_progress=False).unchanged
+
+
 def test_an_index_in_the_old_format_is_rebuilt(tree, tmp_path, model):
     out = tmp_path / "old"
     out.mkdir()
