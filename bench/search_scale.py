@@ -1,8 +1,8 @@
 """Index the functions of this virtualenv's site-packages: time, functions/s, peak RAM, size, re-index after one edit.
 
     python bench/search_scale.py --functions 5000      # a subset (copied to a temporary tree), extrapolated
-    python bench/search_scale.py --functions 0         # every file (100k+ functions; hours on 2 CPU cores)
-    python bench/search_scale.py --functions 2000 --copies 50 --model tiny   # re-index steps at 100k functions
+    python bench/search_scale.py --functions 0         # every file (312,807 functions here: 68 min on 2 cores, bf16)
+    python bench/search_scale.py --functions 2000 --copies 150 --model tiny  # re-index steps at 300k functions
 
 A subset takes whole files in a fixed shuffled order until it holds ``--functions`` functions,
 copied (timestamps kept) into a temporary tree so that the edit below never touches the real
@@ -88,7 +88,7 @@ def replicate(src: Path, out: Path, copies: int) -> None:
 
     old = load_index(out)
     snippets, files = [], {}
-    for c in range(copies):
+    for c in sorted(range(copies), key=lambda c: f"copy-{c}"):  # the order a build lists them: copy-1, copy-10, ...
         if c:
             shutil.copytree(src / "copy-0", src / f"copy-{c}")  # copy2: size and mtime as recorded
         pre = f"copy-{c}/"
@@ -178,7 +178,10 @@ def main() -> None:
     print(f"| re-index, nothing changed | {same.snippets} | {same_wall:.1f} | {same_cpu:.1f} | – | "
           f"{same.unread_files} of {same.files} files not read, encoded {same.encoded} |")
     print(f"| re-index, one file edited | {edit.snippets} | {edit_wall:.1f} | {edit_cpu:.1f} | – | encoded {edit.encoded} |")
-    print("\none-file re-index by step (wall s / CPU s): "
+    print("\nunchanged re-index by step (wall s / CPU s): "
+          + ", ".join(f"{k} {v:.2f} / {same.cpu_seconds[k]:.2f}" for k, v in same.seconds.items())
+          + ("; nothing written" if same.unchanged else "; a new generation written"))
+    print("one-file re-index by step (wall s / CPU s): "
           + ", ".join(f"{k} {v:.2f} / {edit.cpu_seconds[k]:.2f}" for k, v in edit.seconds.items()))
     print(f"\npeak RSS {rss:.0f} MB (model loaded: {base_rss:.0f} MB); index {size / 1e6:.1f} MB = "
           f"{size / max(n, 1):.0f} bytes per function: " + ", ".join(f"{k} {v / max(n, 1):.0f}" for k, v in sorted(parts.items())))
