@@ -212,8 +212,9 @@ def test_the_evaluator_and_search_work_on_it_unchanged(decoder_st, tmp_path):
     idx = load_index(tmp_path / "index")
     assert idx.dim == 32
     hits = search(idx, QUERIES, model, k=3, mode="dense")
-    docs = normalize_truncate(encode(model, [document_text(s) for s in idx.snippets], "document"), 32)
-    scores, ids = top_k(normalize_truncate(encode(model, QUERIES, "query"), 32), docs, k=3)
+    compute = idx.manifest["compute"]  # bf16 where the hardware has it: queries are encoded as documents were
+    docs = normalize_truncate(encode(model, [document_text(s) for s in idx.snippets], "document", compute=compute), 32)
+    scores, ids = top_k(normalize_truncate(encode(model, QUERIES, "query", compute=compute), 32), docs, k=3)
     for row, srow, irow in zip(hits, scores, ids):
         torch.testing.assert_close(torch.tensor([h.score for h in row]), srow, atol=1e-5, rtol=0)
         assert [h.snippet.id for h in row] == [idx.snippets[i].id for i in irow.tolist()]
