@@ -75,7 +75,6 @@ class _Previous:
     built_ns: int = 0
     token_ids: TokenIds | None = None  # None: every document is tokenized again
     manifest: dict = field(default_factory=dict)
-    count: int = 0
 
 
 def _previous(out: Path, manifest: dict) -> _Previous:
@@ -87,12 +86,11 @@ def _previous(out: Path, manifest: dict) -> _Previous:
     except CodetuneError:
         return _Previous()  # an older format or a damaged folder: rebuilt from scratch
     same = ("model_fingerprint", "dim", "precision", "document_version")
-    if not old.snippets or any(old.manifest.get(key) != manifest[key] for key in same):
-        return _Previous()
-    if old.manifest.get("compute", "fp32") != manifest["compute"]:  # indexes from before the key encoded in fp32
+    old_compute = old.manifest.get("compute", "fp32")  # indexes from before the key encoded in fp32
+    if not old.snippets or old_compute != manifest["compute"] or any(old.manifest.get(k) != manifest[k] for k in same):
         return _Previous()
     prev = _Previous(files=old.files, ranges=old.dense.ranges, built_ns=int(old.manifest.get("built_ns", 0)),
-                     manifest=old.manifest, count=len(old.snippets))
+                     manifest=old.manifest)
     for i, (snippet, row) in enumerate(zip(old.snippets, old.dense.vectors)):
         prev.snippets.setdefault(snippet.path, []).append((snippet, row, i))
     if old.manifest.get("tokens_version") == TOKENS_VERSION:
@@ -263,7 +261,7 @@ def _unchanged(prev: _Previous, manifest: dict, files: dict, todo: list[int], ol
         and prev.token_ids is not None
         and not todo
         and files == prev.files
-        and old_rows == list(range(prev.count))
+        and old_rows == list(range(len(prev.token_ids)))
     )
 
 

@@ -60,13 +60,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _index(args) -> int:
-    from trainer.retrieval import resolve_compute
     from trainer.search.build import build_index
     from trainer.search.chroma import check_exportable, export_chroma
     from trainer.search.store import load_index
 
     check_precision(args.precision, args.dim or 8)  # before a model is loaded; the default dim is a multiple of 8
-    resolve_compute(args.compute)
     if args.store not in (None, "chroma"):
         raise CodetuneError(f"--store {args.store}: the one store is chroma")
     if args.store is None and (args.chroma_path or args.chroma_url or args.collection):
