@@ -43,6 +43,7 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
           "loss.matryoshka_weights=null", "train.layer_lr_decay=0.8"], "train.layer_lr_decay"),
         ("evaluation set: missing folder", [RECIPE, *run, "data.eval=./no-beir"], "data.eval"),
         ("head: negative rank", [HEAD, *run, "head.rank=-1"], "head.rank"),
+        ("head: unknown compute", [HEAD, *run, "head.compute=fp8"], "head.compute"),
         ("evaluate: missing set", ["-m", "trainer.evaluate", "--data", "./no-beir", "--output", "out/r.json"], "no-beir"),
         ("evaluate: dim too large", ["-m", "trainer.evaluate", "--data", str(BEIR), "--dims", "999", "--output", "out/r.json"], "999"),
         ("mine: missing tree", ["-m", "trainer.data", "mine", "./no-src", "--out", "out/mined"], "no-src"),

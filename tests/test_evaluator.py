@@ -7,8 +7,8 @@ import sys
 import pytest
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
-from trainer.data.beir import load_beir
-from trainer.evaluator import default_dims, evaluate
+from trainer.data.beir import BeirData, load_beir
+from trainer.evaluator import default_dims, encode_corpus, evaluate
 from trainer.models import load_model
 
 REFERENCE_KEYS = {
@@ -43,6 +43,28 @@ def test_matches_sentence_transformers_at_every_dim(beir_code):
         ref = reference_metrics(model, data, dim)
         for name, value in ref.items():
             assert ours[str(dim)][name] == pytest.approx(value, abs=1e-4), (dim, name)
+
+
+
+def test_a_query_head_scored_on_its_base_models_corpus_scores_as_if_it_encoded_it(tiny_bert, beir_code):
+    """The head recipe encodes the corpus once for before and after: the head's documents are the base's."""
+    import torch
+
+    from trainer.models.projection import QueryHead, with_query_head
+
+    base = load_model(str(tiny_bert), preset="bge")
+    head = QueryHead(32, 0)
+    with torch.no_grad():
+        head.weight.add_(0.3 * torch.randn(32, 32, generator=torch.Generator().manual_seed(0)))
+    model = with_query_head(base, head)
+    data = load_beir(beir_code)
+    corpus = encode_corpus(base, data, show_progress=False)
+    fresh = evaluate(model, data, [32, 16], show_progress=False)
+    assert evaluate(model, data, [32, 16], show_progress=False, corpus=corpus) == fresh
+    assert fresh != evaluate(base, data, [32, 16], show_progress=False, corpus=corpus)  # the head moved the queries
+    smaller = BeirData(dict(list(data.corpus.items())[:-1]), data.queries, data.qrels)
+    with pytest.raises(ValueError, match="corpus: a share of"):
+        evaluate(model, smaller, [32], show_progress=False, corpus=corpus)
 
 
 def test_default_dims():

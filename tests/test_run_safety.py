@@ -212,3 +212,20 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_leaves_no_temporary_fol
     assert line.startswith(f"error: checkpoint {out}/checkpoints/step-1: disk full (") and "MB free on" in line
     assert "Traceback" not in proc.stderr
     assert not list((out / "checkpoints").glob(".step-*")) if (out / "checkpoints").exists() else True
+
+
+def test_embedding_cache_keys_bf16_apart_from_fp32(tiny_bert, tmp_path, monkeypatch):
+    import torch
+
+    from trainer.embedding_cache import cached_encode
+    from trainer.models import load_model
+
+    monkeypatch.setenv("CODETUNE_CACHE", str(tmp_path / "cache"))
+    model = load_model(str(tiny_bert), preset="bge")
+    texts = ["parse a config file", "open a socket"]
+    fp32, _ = cached_encode(model, texts, "query")
+    bf16, hit = cached_encode(model, texts, "query", compute="bf16")
+    assert not hit and bf16.dtype == torch.float32
+    assert torch.nn.functional.cosine_similarity(bf16, fp32).min() > 0.99
+    assert cached_encode(model, texts, "query", compute="bf16")[1] and cached_encode(model, texts, "query")[1]
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.pt"))) == 2

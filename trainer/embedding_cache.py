@@ -23,13 +23,18 @@ def model_fingerprint(model: SentenceTransformer) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_encode(model: SentenceTransformer, texts: list[str], kind: Kind, batch_size: int = 64) -> tuple[torch.Tensor, bool]:
+def cached_encode(
+    model: SentenceTransformer, texts: list[str], kind: Kind, batch_size: int = 64, compute: str = "fp32"
+) -> tuple[torch.Tensor, bool]:
     """Embeddings of ``texts`` as ``kind``, from the cache when this model already encoded them.
+
+    ``compute``: ``fp32``, or ``bf16`` autocast (see :func:`trainer.retrieval.encode_share`); part of the key.
 
     Returns:
         (N, D) float32 on CPU, and whether it came from the cache.
     """
-    h = hashlib.sha256(f"{model_fingerprint(model)}:{kind}".encode())
+    # fp32 keeps the key it had before compute existed, so caches written then stay valid
+    h = hashlib.sha256(f"{model_fingerprint(model)}:{kind}{'' if compute == 'fp32' else ':' + compute}".encode())
     for text in texts:
         h.update(hashlib.sha256(text.encode()).digest())
     path = cache_root() / "embeddings" / f"{h.hexdigest()[:24]}.pt"
@@ -39,6 +44,6 @@ def cached_encode(model: SentenceTransformer, texts: list[str], kind: Kind, batc
         except (pickle.UnpicklingError, RuntimeError, EOFError):
             print(f"embedding cache {path}: not a plain tensor file; encoding again")
     # clone(): encode returns inference-mode tensors, which autograd refuses as inputs
-    emb = encode(model, texts, kind, batch_size, show_progress=True).cpu().clone()
+    emb = encode(model, texts, kind, batch_size, show_progress=True, compute=compute).cpu().clone()
     atomic_write_with(path, lambda f: torch.save(emb, f))
     return emb, False

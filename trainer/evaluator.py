@@ -15,7 +15,7 @@ from trainer import distributed
 from trainer.data.beir import BeirData
 from trainer.errors import CodetuneError
 from trainer.metrics import MAX_K, retrieval_metrics
-from trainer.retrieval import encode_share, gather_share, search
+from trainer.retrieval import Share, encode_share, gather_share, search
 
 STANDARD_DIMS = (512, 256, 128, 64)
 
@@ -43,6 +43,7 @@ def evaluate(
     show_progress: bool = True,
     across_processes: bool = False,
     corpus_dtype: torch.dtype = torch.float16,
+    corpus: Share | None = None,
 ) -> dict[str, dict[str, float]]:
     """Score ``model`` on ``data`` at every dimension from one encoding pass.
 
@@ -51,6 +52,9 @@ def evaluate(
             collective call then, which every process must make. Without a group it changes nothing.
         corpus_dtype: how the corpus embeddings are kept; fp16 halves their memory, and scores
             are computed in fp32 from it.
+        corpus: this process's share of the corpus from :func:`encode_corpus`, when another model
+            already encoded it the same way: a query-only head sends documents through its base
+            model, so the base's before and the head's after share one encoding of the corpus.
 
     Returns:
         ``{str(dim): {"ndcg@10": ..., "mrr@10": ..., "recall@1": ..., ..., "map@100": ...}}``
@@ -62,17 +66,42 @@ def evaluate(
     show_progress = show_progress and rank == 0
     qids = list(relevant)
     doc_ids = list(data.corpus)
+    if corpus is not None and (corpus.total, corpus.world) != (len(doc_ids), world):
+        raise ValueError(f"corpus: a share of {corpus.total} documents over {corpus.world} processes, "
+                         f"not of this data's {len(doc_ids)} over {world}")
     was_training = model.training
     model.eval()
     queries = [data.queries[i] for i in qids]
     q = encode_share(model, queries, "query", batch_size, rank, world, show_progress=show_progress)
     q = gather_share(q)  # (Q, D): every process scores every query
-    docs = [data.document_text(i) for i in doc_ids]
-    d = encode_share(model, docs, "document", batch_size, rank, world, corpus_dtype, show_progress)  # (~N/world, D)
+    if corpus is None:
+        corpus = encode_corpus(model, data, batch_size, show_progress, across_processes, corpus_dtype)  # (~N/world, D)
     model.train(was_training)
     results = {}
     for dim in resolve_dims(dims, q.shape[1]):
-        _, idx = search(q, d, MAX_K, dim)  # (Q, k)
+        _, idx = search(q, corpus, MAX_K, dim)  # (Q, k)
         rankings = {qid: [doc_ids[j] for j in row] for qid, row in zip(qids, idx.tolist())}
         results[str(dim)] = retrieval_metrics(rankings, relevant)
     return results
+
+
+def encode_corpus(
+    model: SentenceTransformer,
+    data: BeirData,
+    batch_size: int = 64,
+    show_progress: bool = True,
+    across_processes: bool = False,
+    corpus_dtype: torch.dtype = torch.float16,
+) -> Share:
+    """This process's share of ``data``'s corpus encoded as documents, for :func:`evaluate`'s ``corpus``.
+
+    Returns:
+        a :class:`Share` of (~N/world, D) embeddings in ``corpus_dtype``, in ``data.corpus`` order.
+    """
+    rank, world = (distributed.rank(), distributed.world_size()) if across_processes else (0, 1)
+    was_training = model.training
+    model.eval()
+    docs = [data.document_text(i) for i in data.corpus]
+    share = encode_share(model, docs, "document", batch_size, rank, world, corpus_dtype, show_progress and rank == 0)
+    model.train(was_training)
+    return share

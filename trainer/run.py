@@ -31,6 +31,7 @@ from trainer.evaluator import default_dims, evaluate, resolve_dims
 from trainer.fileio import atomic_write_json
 from trainer.hub import HubConfig, push
 from trainer.model_card import RunFacts, write_cards
+from trainer.retrieval import Share
 from trainer.tables import before_after_table, print_table
 from trainer.tracking import Tracker, TrackingConfig, uses_wandb
 
@@ -402,15 +403,16 @@ def matryoshka_dims(cfg: LossConfig, model: SentenceTransformer) -> list[int]:
 
 
 def evaluate_main(
-    model: SentenceTransformer, data: BeirData | None, dims: list[int], cfg: EvalConfig, acc: Accelerator
+    model: SentenceTransformer, data: BeirData | None, dims: list[int], cfg: EvalConfig, acc: Accelerator, corpus: Share | None = None
 ) -> dict | None:
     """Evaluate with every process encoding and scoring 1/N; metrics on the main process, else (or without data) None.
 
     No process waits at a barrier while another works: the shares meet only in the gathers.
+    ``corpus``: the corpus already encoded the way ``model`` encodes documents (:func:`trainer.evaluator.encode_corpus`).
     """
     if data is None:
         return None
-    result = evaluate(model, data, dims, batch_size=cfg.batch_size, across_processes=True)
+    result = evaluate(model, data, dims, batch_size=cfg.batch_size, across_processes=True, corpus=corpus)
     return result if acc.is_main_process else None
 
 
