@@ -77,6 +77,27 @@ def test_matryoshka_recipe_roberta_mean(tiny_roberta, pairs, tmp_path):
     assert result["after"]["metrics"]["32"]["ndcg@10"] > result["before"]["metrics"]["32"]["ndcg@10"]
 
 
+def test_lora_adapts_every_linear_layer_of_an_mpnet_encoder(tiny_bert, tmp_path):
+    """mpnet-base ships with codetune, so LoRA needs a default for its architecture (q/k/v/o and the feed-forward)."""
+    import torch
+    from conftest import TINY
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    from trainer.models import load_model
+    from trainer.models.lora import LoraSettings, apply_lora
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    tokenizer.save_pretrained(tmp_path)
+    MPNetModel(MPNetConfig(vocab_size=len(tokenizer), max_position_embeddings=130, **TINY)).save_pretrained(tmp_path)
+    model = load_model(str(tmp_path))
+    linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layer." in n}
+    trainable, total = apply_lora(model, LoraSettings(rank=4))
+    adapted = {n.removesuffix(".lora_A") for n, _ in model.named_modules() if n.endswith(".lora_A")}
+    assert {n.split(".")[-1] for n in adapted} == {"q", "k", "v", "o", "dense"}
+    assert {n.replace(".base_model.model", "") for n in adapted if ".layer." in n} == linears  # each layer's every linear
+    assert 0 < trainable < 0.2 * total
+
+
 @pytest.mark.slow
 def test_lora_recipe_trains_few_parameters_and_merges(tiny_bert, pairs, tmp_path):
     out = tmp_path / "run"

@@ -19,6 +19,7 @@ _DECODER = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "dow
 TARGETS = {
     "bert": _ENCODER,
     "roberta": _ENCODER,
+    "mpnet": ["q", "k", "v", "o", "dense"],  # all-mpnet-base-v2 (model.name: mpnet-base) names its projections q/k/v/o
     **dict.fromkeys(["qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2"], _DECODER),
 }
 
