@@ -36,7 +36,7 @@ from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.model_card import RunFacts, data_summary  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.models.projection import QueryHead, fit_query_head, with_query_head  # noqa: E402
-from trainer.retrieval import COMPUTES, resolve_compute  # noqa: E402
+from trainer.retrieval import check_compute, resolve_compute  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "projection_head.yaml"
 
@@ -62,8 +62,7 @@ class HeadSettings:
                 raise CodetuneError(f"head.{name}: {getattr(self, name)} must be at least 1")
         if not self.lr > 0:
             raise CodetuneError(f"head.lr: {self.lr} must be above 0")
-        if self.compute not in COMPUTES:
-            raise CodetuneError(f"head.compute: {self.compute!r}; choose from {', '.join(COMPUTES)}")
+        check_compute(self.compute, "head.compute")
 
 
 @dataclass

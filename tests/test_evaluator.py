@@ -45,7 +45,6 @@ def test_matches_sentence_transformers_at_every_dim(beir_code):
             assert ours[str(dim)][name] == pytest.approx(value, abs=1e-4), (dim, name)
 
 
-
 def test_a_query_head_scored_on_its_base_models_corpus_scores_as_if_it_encoded_it(tiny_bert, beir_code):
     """The head recipe encodes the corpus once for before and after: the head's documents are the base's."""
     import torch

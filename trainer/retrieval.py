@@ -28,10 +28,15 @@ Kind = Literal["query", "document"]
 COMPUTES = ("auto", "bf16", "fp32")
 
 
+def check_compute(compute: str, flag: str = "--compute") -> None:
+    """A one-line error naming ``flag`` unless ``compute`` is one of :data:`COMPUTES`."""
+    if compute not in COMPUTES:
+        raise CodetuneError(f"{flag} {compute}: choose from {', '.join(COMPUTES)}")
+
+
 def resolve_compute(compute: str) -> str:
     """``auto``: ``bf16`` where the hardware has bf16 matrix units (as training's ``mixed_precision: auto``), else ``fp32``."""
-    if compute not in COMPUTES:
-        raise CodetuneError(f"--compute {compute}: choose from {', '.join(COMPUTES)}")
+    check_compute(compute)
     if compute == "auto":
         from trainer.run import bf16_supported  # the one hardware check; imported late to avoid a cycle
 

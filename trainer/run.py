@@ -403,7 +403,12 @@ def matryoshka_dims(cfg: LossConfig, model: SentenceTransformer) -> list[int]:
 
 
 def evaluate_main(
-    model: SentenceTransformer, data: BeirData | None, dims: list[int], cfg: EvalConfig, acc: Accelerator, corpus: Share | None = None
+    model: SentenceTransformer,
+    data: BeirData | None,
+    dims: list[int],
+    cfg: EvalConfig,
+    acc: Accelerator,
+    corpus: Share | None = None,
 ) -> dict | None:
     """Evaluate with every process encoding and scoring 1/N; metrics on the main process, else (or without data) None.
 
