@@ -24,6 +24,7 @@ scores a tuned model on the out-of-domain and general sets.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -54,15 +55,15 @@ def step_overrides(args, model: str, precision: str, chunk: int) -> list[str]:
     ]
 
 
-def child(argv: list[str], out: Path, max_memory_gb: float) -> dict:
-    """Run the recipe with ``argv`` in this process; its throughput, peak memory and scores."""
+def child(argv: list[str], out: Path, max_memory_gb: float, recipe: str = "matryoshka") -> dict:
+    """Run ``recipes/<recipe>.py`` with ``argv`` in this process; its throughput, peak memory and scores."""
     if max_memory_gb:
         limit = int(max_memory_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     import torch
 
     sys.path.insert(0, str(ROOT / "recipes"))
-    from matryoshka import main
+    main = importlib.import_module(recipe).main
 
     from trainer.loop import Trainer
 
@@ -102,7 +103,7 @@ def child(argv: list[str], out: Path, max_memory_gb: float) -> dict:
     return result
 
 
-def launch(argv: list[str], max_memory_gb: float, keep: Path | None = None) -> dict:
+def launch(argv: list[str], max_memory_gb: float, keep: Path | None = None, recipe: str = "matryoshka") -> dict:
     """:func:`child` in a fresh process (its own peak memory), its run folder in ``keep`` or a temporary one.
 
     Exits with the child's stderr if it failed.
@@ -110,7 +111,8 @@ def launch(argv: list[str], max_memory_gb: float, keep: Path | None = None) -> d
     with tempfile.TemporaryDirectory() as tmp:
         out = keep or Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, __file__, "--child", str(out), "--max-memory-gb", str(max_memory_gb), "--", *argv]
+        cmd = [sys.executable, __file__, "--child", str(out), "--recipe", recipe, "--max-memory-gb", str(max_memory_gb),
+               "--", *argv]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
     line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
@@ -179,9 +181,10 @@ def main() -> None:
     parser.add_argument("--overrides", nargs="*", default=[], help="full mode: key=value for both runs")
     parser.add_argument("--out", help="full mode: keep the run folders here (DIR/MiniLM/run, DIR/mpnet/run)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--recipe", default="matryoshka", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
-        print("RESULT " + json.dumps(child([a for a in rest if a != "--"], Path(args.child), args.max_memory_gb)))
+        print("RESULT " + json.dumps(child([a for a in rest if a != "--"], Path(args.child), args.max_memory_gb, args.recipe)))
     elif args.full:
         full_mode(args)
     else:
