@@ -58,8 +58,18 @@ def test_a_query_head_scored_on_its_base_models_corpus_scores_as_if_it_encoded_i
     model = with_query_head(base, head)
     data = load_beir(beir_code)
     corpus = encode_corpus(base, data, show_progress=False)
+    own = encode_corpus(model, data, show_progress=False)
+    # The document route normalises once more: a no-op up to fp32 rounding, which can move an fp16
+    # embedding by one unit in its last place (2**-11 below 1). Which way it rounds depends on the
+    # kernels torch picks (threads, vector width), so a near-tie of this random tiny model may flip:
+    # the metrics agree to a query, not bitwise.
+    assert torch.equal(own.positions, corpus.positions)
+    assert (own.embeddings.float() - corpus.embeddings.float()).abs().max() <= 2**-11
     fresh = evaluate(model, data, [32, 16], show_progress=False)
-    assert evaluate(model, data, [32, 16], show_progress=False, corpus=corpus) == fresh
+    shared = evaluate(model, data, [32, 16], show_progress=False, corpus=corpus)
+    one_query = 1 / len(data.relevant())
+    for dim, metrics in fresh.items():
+        assert shared[dim] == pytest.approx(metrics, abs=one_query)
     assert fresh != evaluate(base, data, [32, 16], show_progress=False, corpus=corpus)  # the head moved the queries
     smaller = BeirData(dict(list(data.corpus.items())[:-1]), data.queries, data.qrels)
     with pytest.raises(ValueError, match="corpus: a share of"):
