@@ -253,6 +253,25 @@ def launch_data_worker(source, out, *model, processes=2):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
+def test_the_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
+    """Left to interpreter teardown, gloo's threads can abort a process whose work is done (SIGABRT)."""
+    script = f"""
+import atexit, sys
+import torch.distributed as dist
+sys.path.insert(0, {str(ROOT)!r})
+from trainer.distributed import leave_at_exit
+dist.init_process_group("gloo", init_method="file://{tmp_path / 'store'}", rank=0, world_size=1)
+leave_at_exit()
+leave_at_exit()  # registered once: a second call does not destroy twice
+print(dist.is_initialized())
+atexit._run_exitfuncs()
+print(dist.is_initialized())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True", "False"]
+
+
 def test_two_processes_mine_a_tree_once_and_hold_identical_rows(tmp_path):
     tree = Path(__file__).parent / "fixtures" / "code_tree"
     proc = launch_data_worker(tree, tmp_path)

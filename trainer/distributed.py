@@ -5,6 +5,7 @@ One process is the trivial case of N: every function here works without a proces
 
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 
@@ -95,6 +96,22 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[:c] for part, c in zip(parts, counts)])
 
 
+def _leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def leave_at_exit() -> None:
+    """Destroy the default process group, if there is one, when the interpreter exits (registered once).
+
+    Left to the interpreter's own teardown, gloo's worker threads can be destroyed while still
+    joinable and a process aborts after its work is done (SIGABRT, "terminate called without an
+    active exception"): a finished job would fail under its launcher, SLURM included.
+    """
+    atexit.unregister(_leave)
+    atexit.register(_leave)
+
+
 def join_launch(timeout_s: int = 1800) -> torch.device:
     """Join the process group that ``accelerate launch`` (or torchrun) set up, for a CLI; returns this process's device.
 
@@ -104,4 +121,6 @@ def join_launch(timeout_s: int = 1800) -> torch.device:
     from accelerate import PartialState
 
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s)).device
+    device = PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s)).device
+    leave_at_exit()
+    return device

@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, broadcast_object_list, set_seed
 from sentence_transformers import SentenceTransformer
 
+from trainer import distributed
 from trainer.checkpoint import export_model, latest_checkpoint, resolve_resume
 from trainer.config import save_config, to_dict
 from trainer.data import DataConfig, TrainingData, expand_rows, read_training_data
@@ -337,6 +338,7 @@ def make_accelerator(
         kwargs_handlers=[ddp, group],
     )
     set_seed(seed + acc.process_index)  # different dropout per process; DDP syncs the weights
+    distributed.leave_at_exit()
     return acc
 
 
