@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from models import COLUMNS, launch  # noqa: E402
+from models import COLUMNS, _cells, _row, launch  # noqa: E402
 
 CASES = (
     ("LoRA, dropout 0.05 + attention", "lora", ["lora.dropout=0.05", "model.attention_dropout=null"]),
@@ -31,16 +31,14 @@ CASES = (
     ("full, attention dropout", "matryoshka", ["model.attention_dropout=null"]),
 )
 
+WIDTH = max(len(label) for label, _, _ in CASES) + 2
+
 # matryoshka.yaml's levers off, so that the full case trains what lora.yaml trains.
 FULL_AS_LORA = [
     "model.pca_rotation=false", "model.pca_refit=false", "data.query_forms=[docstring]", "loss.symmetric=false",
     "loss.matryoshka_weights=null", "train.group_by_length=true", "train.length_buckets=1",
     "train.group_by_source=null", "train.source_share=1.0", "merge.alpha=1.0",
 ]
-
-
-def _row(label: str, values: list[str]) -> str:
-    return f"{label:32}" + "".join(f"{v:>13}" for v in values)
 
 
 def main() -> None:
@@ -65,13 +63,12 @@ def main() -> None:
         print(f"  {label}: {results[label]}", file=sys.stderr)
     print(f"{args.model}, stdlib pairs, batch 32, {args.seq_len} tokens, GradCache {args.chunk or 'off'}, "
           f"{args.precision}, {args.steps} steps (the first left out)")
-    print(_row("case", [name for name, _ in COLUMNS]))
+    print(_row("case", [name for name, _ in COLUMNS], WIDTH))
     first = results[CASES[0][0]]
     for label, r in results.items():
-        cells = ["-", "-", "OOM"] if r.get("oom") else [f"{get(r):.2f}" for _, get in COLUMNS]
-        print(_row(label, cells))
+        print(_row(label, _cells(r, args.max_memory_gb), WIDTH))
         if r is not first and not (r.get("oom") or first.get("oom")):
-            print(_row("  vs the first", [f"{get(r) / get(first):.2f}x" for _, get in COLUMNS]))
+            print(_row("  vs the first", [f"{get(r) / get(first):.2f}x" for _, get in COLUMNS], WIDTH))
 
 
 if __name__ == "__main__":

@@ -127,8 +127,15 @@ def _peak(r: dict) -> float:
 COLUMNS = (("pairs/s", lambda r: r["pairs_per_s"]), ("pairs/CPU-s", lambda r: r["pairs_per_cpu_s"]), ("peak GB", _peak))
 
 
-def _row(label: str, values: list[str]) -> str:
-    return f"{label:26}" + "".join(f"{v:>13}" for v in values)
+def _row(label: str, values: list[str], width: int = 26) -> str:
+    return f"{label:{width}}" + "".join(f"{v:>13}" for v in values)
+
+
+def _cells(r: dict, max_memory_gb: float) -> list[str]:
+    """One case's COLUMNS, or "out of memory" under the ``--max-memory-gb`` cap."""
+    if r.get("oom"):
+        return ["-", "-", f"OOM >{max_memory_gb:g}" if max_memory_gb else "OOM"]
+    return [f"{get(r):.2f}" for _, get in COLUMNS]
 
 
 def step_mode(args) -> None:
@@ -145,8 +152,7 @@ def step_mode(args) -> None:
     for precision, chunk in cases:
         a, b = results["MiniLM", precision, chunk], results["mpnet", precision, chunk]
         for model, r in (("MiniLM", a), ("mpnet", b)):
-            cells = ["-", "-", f"OOM >{args.max_memory_gb:g}"] if r.get("oom") else [f"{get(r):.2f}" for _, get in COLUMNS]
-            print(_row(f"{precision}, {f'chunk {chunk}' if chunk else 'off'}, {model}", cells))
+            print(_row(f"{precision}, {f'chunk {chunk}' if chunk else 'off'}, {model}", _cells(r, args.max_memory_gb)))
         if not (a.get("oom") or b.get("oom")):
             print(_row("  mpnet / MiniLM", [f"{get(b) / get(a):.2f}x" for _, get in COLUMNS]))
 
