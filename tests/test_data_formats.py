@@ -27,7 +27,7 @@ def test_jsonl_and_json_round_trip(tmp_path):
     for name in ("d.jsonl", "d.json"):
         loaded = load_pairs(tmp_path / name)
         assert as_pairs(loaded) == as_pairs(ROWS)
-        assert loaded.column_names == ["query", "positive", "negatives", "path", "line", "name", "language"]
+        assert loaded.column_names == ["query", "positive", "negatives", "path", "line", "name", "language", "docstring"]
 
 
 @pytest.mark.parametrize("suffix, delimiter", [(".csv", ","), (".tsv", "\t")])

@@ -277,7 +277,7 @@ def test_written_split_loads_as_beir(mined, tmp_path):
         assert data.corpus[doc]["title"] == ""
     rows = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
     assert len(rows) == len(split.train)
-    assert set(rows[0]) == {"query", "positive", "path", "line", "name", "language"}
+    assert set(rows[0]) == {"query", "positive", "path", "line", "name", "language", "docstring"}
     assert json.loads((tmp_path / "report.json").read_text())["mining"]["pairs"]["python"] == 6
 
 
@@ -302,7 +302,7 @@ def test_load_training_data_from_a_tree(tmp_path):
     data = load_training_data(DataConfig(source=str(TREE), test_fraction=0.5, seed=3), tmp_path)
     beir = load_beir(data.eval_dir)
     assert len(data.train) + len(beir.queries) == len(EXPECTED_PAIRS)
-    assert set(data.train.column_names) == {"query", "positive", "path", "line", "name", "language"}
+    assert set(data.train.column_names) == {"query", "positive", "path", "line", "name", "language", "docstring"}
 
 
 def test_load_training_data_mixes_sources(tmp_path):

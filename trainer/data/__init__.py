@@ -66,6 +66,9 @@ class DataConfig:
     # Training queries: "docstring" (the pairs' own), plus rows asking by "name" (split into words)
     # and "short" (the summary as a search-box question); see trainer.data.queries.
     query_forms: list[str] = field(default_factory=lambda: ["docstring"])
+    # Share of rows whose document is the function as written (docstring kept, less the summary a
+    # docstring-form query was made of) instead of bare code; see trainer.data.documents. 0: off.
+    written_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_train_pairs is not None and self.max_train_pairs < 1:
@@ -79,6 +82,8 @@ class DataConfig:
         from trainer.data.queries import check_forms
 
         check_forms(self.query_forms)
+        if not 0 <= self.written_share <= 1:
+            raise CodetuneError(f"data.written_share: {self.written_share} must be between 0 and 1")
         self.split_config()
         if self.hard_negatives:
             self.negatives_config()
@@ -192,7 +197,7 @@ def read_training_data(
 def expand_rows(
     train: datasets.Dataset, config: DataConfig, model: SentenceTransformer | None, across_processes: bool = False
 ) -> datasets.Dataset:
-    """The rows with their hard negatives (``config.hard_negatives``) and extra query forms.
+    """The rows with their hard negatives (``config.hard_negatives``), extra query forms and written documents.
 
     Args:
         across_processes: every process of the job calls this on the same rows; each encodes
@@ -206,6 +211,10 @@ def expand_rows(
         from trainer.data.queries import add_query_forms
 
         train = add_query_forms(train, config.query_forms)
+    if config.written_share:
+        from trainer.data.documents import add_written_documents
+
+        train = add_written_documents(train, config.written_share, config.seed)
     return train
 
 

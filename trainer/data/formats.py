@@ -13,8 +13,8 @@
   ``src/config.py``); one row per (query, snippet). Code inside the file need not be escaped.
 
 Every row comes out with the same columns (:data:`ROW_COLUMNS`): ``query``, ``positive``,
-``negatives`` (when the source has any), and metadata ``path``, ``line``, ``name``, ``language``
-(empty or 0 where the source has none). Other columns are dropped. Any problem raises
+``negatives`` (when the source has any), and metadata ``path``, ``line``, ``name``, ``language``,
+``docstring`` (empty or 0 where the source has none). Other columns are dropped. Any problem raises
 :class:`~trainer.errors.CodetuneError` naming the file and the line, row or column.
 """
 
@@ -35,8 +35,8 @@ from trainer.data.beir import load_beir
 from trainer.errors import CodetuneError
 from trainer.fileio import atomic_write_text, iter_jsonl, read_text
 
-ROW_COLUMNS = ("query", "positive", "negatives", "path", "line", "name", "language")
-METADATA_DEFAULTS = {"path": "", "line": 0, "name": "", "language": ""}
+ROW_COLUMNS = ("query", "positive", "negatives", "path", "line", "name", "language", "docstring")
+METADATA_DEFAULTS = {"path": "", "line": 0, "name": "", "language": "", "docstring": ""}
 FORMATS = ".jsonl, .json, .csv, .tsv, .parquet, .xml, a saved datasets folder or a BEIR folder"
 
 _FEATURES = {
@@ -47,6 +47,7 @@ _FEATURES = {
     "line": datasets.Value("int64"),
     "name": datasets.Value("string"),
     "language": datasets.Value("string"),
+    "docstring": datasets.Value("string"),  # mined rows: the documentation cut out of `positive`
 }
 
 

@@ -94,6 +94,7 @@ class Pair:
             "line": fn.start_line,
             "name": fn.name,
             "language": fn.language,
+            "docstring": fn.docstring or "",
         }
 
 
