@@ -78,3 +78,15 @@ def test_no_evaluation_file_group_or_question_is_in_training(tmp_path, monkeypat
     general = humaneval_beir()
     assert not set(general.queries.values()) & set(train["query"])
     assert not {d["text"] for d in general.corpus.values()} & set(train["positive"])
+
+
+def test_web_query_names_the_language_as_a_web_search_does():
+    from trainer.data.queries import WEB_TEMPLATES, web_query
+
+    asked = [web_query(s, "python") for s in ("Parse an HTTP date string.", "Return the number of days in the given month.",
+                                               "Check whether the file is read-only.", "Split a path into its parts.")]
+    assert all("python" in q for q in asked)
+    assert "parse an http date string" in asked[0]  # the summary's words even where the short form would be the summary
+    assert len({q.split()[0] == "python" for q in asked} | {q.startswith("how to") for q in asked}) > 1  # several orders
+    assert web_query("Helper.", "python") is None and web_query("Parse an HTTP date.", "") is None
+    assert len(WEB_TEMPLATES) == 3 and web_query("Parse an HTTP date string.", "python") == asked[0]  # stable

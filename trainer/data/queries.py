@@ -10,6 +10,10 @@ sentences. Each extra form adds a training row with the same code and a differen
   is one word;
 * ``short``: the summary cut to its first clause, lower case, without the trailing period, the
   leading "Return"/"Returns" and article; kept when 2 to 8 words: a search-box question.
+* ``web``: that question as typed into a web search engine, which does not know the project:
+  the language named in one of three word orders ("python parse http date", "parse http date
+  python", "how to parse http date in python"), chosen by a hash of the query so every process
+  and every run makes the same row.
 
 Forms apply to training rows only; evaluation sets keep their queries as written.
 """
@@ -17,6 +21,7 @@ Forms apply to training rows only; evaluation sets keep their queries as written
 from __future__ import annotations
 
 import re
+import zlib
 from typing import TYPE_CHECKING
 
 from trainer.errors import CodetuneError
@@ -24,7 +29,8 @@ from trainer.errors import CodetuneError
 if TYPE_CHECKING:
     import datasets
 
-QUERY_FORMS = ("docstring", "name", "short")
+QUERY_FORMS = ("docstring", "name", "short", "web")
+WEB_TEMPLATES = ("{language} {query}", "{query} {language}", "how to {query} in {language}")
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _CLAUSE = re.compile(r"[,;:(]| - | -- |\. ")
@@ -50,15 +56,27 @@ def name_query(name: str) -> str | None:
     return " ".join(words) if len(words) >= 2 else None
 
 
-def short_query(summary: str, max_words: int = 8) -> str | None:
-    """A docstring summary as a search-box question, or None when it would not differ from the summary."""
+def search_words(summary: str, max_words: int = 8) -> str | None:
+    """A docstring summary's first clause as a search-box question, or None when it is not 2 to ``max_words`` words."""
     clause = _CLAUSE.split(summary.strip(), maxsplit=1)[0].strip().rstrip(".").strip()
     clause = _LEAD.sub("", clause)
     words = clause.lower().split()
-    if not 2 <= len(words) <= max_words:
+    return " ".join(words) if 2 <= len(words) <= max_words else None
+
+
+def short_query(summary: str, max_words: int = 8) -> str | None:
+    """A docstring summary as a search-box question, or None when it would not differ from the summary."""
+    short = search_words(summary, max_words)
+    return None if short is None or short == summary.lower().rstrip(".") else short
+
+
+def web_query(summary: str, language: str) -> str | None:
+    """The summary's search-box question with its language named, as a web search asks; None without one."""
+    short = search_words(summary)
+    if not short or not language:
         return None
-    short = " ".join(words)
-    return None if short == summary.lower().rstrip(".") else short
+    template = WEB_TEMPLATES[zlib.crc32(short.encode()) % len(WEB_TEMPLATES)]  # stable across processes, unlike hash()
+    return template.format(language=language, query=short)
 
 
 def check_forms(forms: list[str]) -> None:
@@ -84,9 +102,12 @@ def add_query_forms(rows: datasets.Dataset, forms: list[str]) -> datasets.Datase
     if not extra:
         return rows
     names = rows["name"] if "name" in rows.column_names else [""] * len(rows)
+    languages = rows["language"] if "language" in rows.column_names else [""] * len(rows)
     new = []
-    for i, (query, name) in enumerate(zip(rows["query"], names)):
+    for i, (query, name, language) in enumerate(zip(rows["query"], names, languages)):
         derived = {"name": name_query(name) if name else None, "short": short_query(query)}
+        if "web" in extra:
+            derived["web"] = web_query(query, language)
         seen = {query.lower()}
         for form in extra:
             q = derived[form]
