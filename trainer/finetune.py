@@ -14,6 +14,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from trainer import run
+from trainer.data.questions import question_set
 from trainer.errors import CodetuneError
 from trainer.loop import TrainConfig, Trainer, check_batches
 from trainer.losses import MatryoshkaInfoNCE
@@ -92,6 +93,11 @@ def fine_tune(
         before = run.evaluate_base(model, eval_data, eval_dims, cfg.eval, acc, run_dir)
         if before and resume_from is None:
             run.log_eval(tracker, before, 0, "before")
+        questions = {name: question_set(name) for name in cfg.eval.questions}
+        before_q = run.evaluate_base(model, questions, eval_dims, cfg.eval, acc, run_dir, "eval_before_questions.json")
+        if before_q and resume_from is None:
+            for name, metrics in before_q.items():
+                run.log_eval(tracker, metrics, 0, f"before/{name}")
         if m.pca_rotation:
             rotate(model, rows, acc, fit=resume_from is None, seed=cfg.train.seed)
         base = snapshot(model) if cfg.merge.alpha != 1.0 else None
@@ -112,12 +118,19 @@ def fine_tune(
         after = run.evaluate_main(model, eval_data, eval_dims, cfg.eval, acc)
         if after:
             run.log_eval(tracker, after, steps, "after")
+        after_q = run.evaluate_questions(model, questions, eval_dims, cfg.eval, acc)
+        if after_q:
+            for name, metrics in after_q.items():
+                run.log_eval(tracker, metrics, steps, f"after/{name}")
 
         # Save: eval.json, the before/after table, run_dir/final.
         final_model = export(model, run_dir) if export is not None and acc.is_main_process else model
         meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
         if eval_data is not None:
             meta["data_fingerprint"] = eval_data.fingerprint()
-        run.finish(final_model, run_dir, before, after, meta, acc, f"{recipe} {m.name}: held-out code retrieval", facts, tracker)
+        run.finish(
+            final_model, run_dir, before, after, meta, acc, f"{recipe} {m.name}: held-out code retrieval", facts, tracker,
+            (before_q, after_q) if after_q else None,
+        )
         tracker.finish()
     return 0

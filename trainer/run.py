@@ -84,6 +84,18 @@ class LossConfig:
 class EvalConfig:
     batch_size: int = 64
     dims: list[int] = field(default_factory=list)  # empty: the loss's Matryoshka dims
+    # People's questions over code as written, scored before and after beside the held-out split:
+    # shipped sets (staqc, click; see trainer.data.questions) or BEIR folders.
+    questions: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from trainer.data.questions import QUESTION_SETS
+
+        for name in self.questions:
+            if name not in QUESTION_SETS and not Path(name).is_dir():
+                raise CodetuneError(
+                    f"eval.questions: {name!r} is neither a shipped set ({', '.join(QUESTION_SETS)}) nor a BEIR folder"
+                )
 
 
 @dataclass
@@ -423,17 +435,35 @@ def evaluate_main(
     return result if acc.is_main_process else None
 
 
-def evaluate_base(
-    model: SentenceTransformer, data: BeirData | None, dims: list[int], cfg: EvalConfig, acc: Accelerator, run_dir: Path
+def evaluate_questions(
+    model: SentenceTransformer, sets: dict[str, BeirData], dims: list[int], cfg: EvalConfig, acc: Accelerator
 ) -> dict | None:
-    """:func:`evaluate_main` of the base model, kept in ``run_dir`` so a resumed run does not redo it."""
-    path = run_dir / "eval_before.json"
+    """:func:`evaluate_main` on each of ``eval.questions``' sets: ``{set: metrics}`` on the main process, else None."""
+    out = {name: evaluate_main(model, data, dims, cfg, acc) for name, data in sets.items()}
+    return out if acc.is_main_process and out else None
+
+
+def evaluate_base(
+    model: SentenceTransformer,
+    data: BeirData | dict[str, BeirData] | None,
+    dims: list[int],
+    cfg: EvalConfig,
+    acc: Accelerator,
+    run_dir: Path,
+    filename: str = "eval_before.json",
+) -> dict | None:
+    """:func:`evaluate_main` of the base model (of each set, given a dict of them), kept in
+    ``run_dir/filename`` so a resumed run does not redo it."""
+    path = run_dir / filename
     done = [path.is_file()]
     if acc.num_processes > 1:
         broadcast_object_list(done)  # the main process decides: a node that cannot see the file must not evaluate alone
     if done[0]:
         return json.loads(path.read_text()) if acc.is_main_process else None
-    result = evaluate_main(model, data, dims, cfg, acc)
+    if isinstance(data, dict):
+        result = evaluate_questions(model, data, dims, cfg, acc)
+    else:
+        result = evaluate_main(model, data, dims, cfg, acc)
     if result is not None:
         atomic_write_json(path, result)
     return result
@@ -454,8 +484,12 @@ def finish(
     title: str,
     facts: RunFacts | None = None,
     tracker: Tracker | None = None,
+    questions: tuple[dict, dict] | None = None,
 ) -> Path:
     """Write ``eval.json``, print the before/after table, export ``run_dir/final`` (main process).
+
+    ``questions``: the before and after metrics of each ``eval.questions`` set, printed as a table
+    each and kept in ``eval.json`` under ``questions``.
 
     With ``facts``, ``final/`` (and a LoRA run's ``adapter/``) gets its own model card, and is
     pushed to ``hub.repo_id`` when the config names one. With ``tracker``, the W&B run gets the
@@ -464,11 +498,14 @@ def finish(
     final = run_dir / "final"
     if acc.is_main_process:
         if before is not None and after is not None:
-            atomic_write_json(
-                run_dir / "eval.json",
-                {"before": {**eval_meta, "metrics": before}, "after": {**eval_meta, "model": str(final), "metrics": after}},
-            )
+            record = {"before": {**eval_meta, "metrics": before}, "after": {**eval_meta, "model": str(final), "metrics": after}}
+            if questions is not None:
+                record["questions"] = {name: {"before": questions[0][name], "after": m} for name, m in questions[1].items()}
+            atomic_write_json(run_dir / "eval.json", record)
             print_table(before_after_table(before, after, title=title))
+        if questions is not None:
+            for name, metrics in questions[1].items():
+                print_table(before_after_table(questions[0][name], metrics, title=f"people's questions: {name}"))
         export_model(model, final)
         if facts is not None:
             write_cards(run_dir, model, facts, before, after)
