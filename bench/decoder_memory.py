@@ -16,7 +16,7 @@ Part 2 (``--widths``) counts, the same way, the activation bytes per token of on
 layer at the real widths of Qwen3-Embedding-0.6B, gte-Qwen2-1.5B and Qwen3-Embedding-8B (a
 2-layer model minus a 1-layer one, bf16 weights, LoRA on every projection, bf16 autocast), with and
 without checkpointing, and multiplies them by layers and tokens in flight next to the weights and
-optimizer state computed from the same widths: the README's GPU table. The CUDA context and the
+optimizer state computed from the same widths: the GPU table in docs/decoder.md. The CUDA context and the
 transient gradient buffers of the layer being back-propagated come on top.
 """
 

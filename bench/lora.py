@@ -11,7 +11,7 @@ so its peak resident memory is its own, on the same standard-library batches in 
 * LoRA without peft's dropout; LoRA without either (``lora.yaml`` today);
 * full fine-tuning (``recipes/matryoshka.py``) with the model's attention dropout, at the same length.
 
-pairs/s leaves out the first step (warm-up). Quality is not measured here: see README "Compare methods".
+pairs/s leaves out the first step (warm-up). Quality is not measured here: see docs/evaluate.md, "Compare methods".
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """all-MiniLM-L6-v2 (``default``) against all-mpnet-base-v2 (``mpnet-base``), side by side on the same data.
 
     python bench/models.py                                 # pairs/s and peak memory: fp32/bf16 x GradCache off/on
-    python bench/models.py --batch-size 32 --chunk 8 --steps 3 --threads 1 --max-memory-gb 12  # README's numbers
+    python bench/models.py --batch-size 32 --chunk 8 --steps 3 --threads 1 --max-memory-gb 12  # docs/models.md's numbers
     python bench/models.py --full --out runs/models        # each model's own config, whole runs, NDCG@10 before/after
 
 Step mode: each case is a short run of ``recipes/matryoshka.py`` (``train.max_steps``, nothing held

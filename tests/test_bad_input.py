@@ -101,7 +101,7 @@ def test_plain_accelerate_launch_quiet_shows_the_recipe_line_alone(tmp_path):
     """`accelerate launch -q RECIPE` (the README's entry point, quiet): the recipe's one line, no traceback.
 
     accelerate's launcher ends with its own status 1 there (its `sys.exit(1)`), not the recipe's 2:
-    the README says so and points to `codetune train` for the real status.
+    docs/reliability.md says so and points to `codetune train` for the real status.
     """
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}

@@ -109,7 +109,7 @@ def test_lora_recipe_trains_few_parameters_and_merges(tiny_bert, pairs, tmp_path
     proc = run_recipe("lora.py", tiny_bert, "bge", out, pairs, "tracking.wandb=disabled", "lora.rank=2")
     check_run_folder(out)
     share = float(proc.stdout.split("parameters (")[1].split("%")[0])
-    assert 0 < share < 10  # a 32-wide toy model; the real share is reported in the README
+    assert 0 < share < 10  # a 32-wide toy model; the real share is in docs/models.md
     assert (out / "adapter" / "adapter_config.json").is_file()
     merged = SentenceTransformer(str(out / "final"))
     assert not any("lora" in name for name, _ in merged.named_parameters())

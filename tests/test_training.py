@@ -191,7 +191,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_bert, tmp_path):
 
 
 def test_a_batch_the_rows_cannot_fill_fails_early_naming_the_cause_and_a_size_that_works():
-    """Shared hard negatives, not the row count, limit the batch (the README flow on a small package)."""
+    """Shared hard negatives, not the row count, limit the batch (docs/data.md's flow on a small package)."""
     import re
     from dataclasses import replace
 
@@ -215,7 +215,7 @@ def test_a_batch_the_rows_cannot_fill_fails_early_naming_the_cause_and_a_size_th
 
 def test_a_batch_size_the_check_accepts_lasts_the_whole_grouped_run():
     """Batches by file draw the rows whose negatives clash most side by side: the check plans the
-    run as training will, every epoch, so a size it accepts never fails mid-run (the README flow
+    run as training will, every epoch, so a size it accepts never fails mid-run (docs/data.md's flow
     on `click` passed an ungrouped one-epoch check at 13 and failed at step 7)."""
     import random
     from dataclasses import replace

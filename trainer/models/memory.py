@@ -67,7 +67,7 @@ def freeze_token_embeddings(model: SentenceTransformer) -> None:
 
     Fine-tuning on one codebase moves only the embeddings of the tokens it contains, so the rest
     of the vocabulary could drift out of line with the layers above. Measured on the default run
-    (README "Quality"), freezing changed out-of-domain NDCG@10 by under 0.1 at every dim: the
+    (docs/quality.md), freezing changed out-of-domain NDCG@10 by under 0.1 at every dim: the
     drift is not what limits transfer at this budget. What it does buy is memory: AdamW keeps no
     state for the largest matrix of an encoder (48 % of all-MiniLM-L6-v2's weights, 21 % of a
     bge-base's).
