@@ -28,6 +28,13 @@ _TOKEN = re.compile(r"[A-Za-z_]\w*|\d+|\S")
 _NAME_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _FILLER = {"a", "an", "the"}
 
+# What a function's text declares itself as, for texts that come without a name (see declared_name).
+_DECLARED = re.compile(r"\b(?:def|fn|function|func)\b\s*\*?\s*(?:\([^)]*\)\s*)?([A-Za-z_]\w*)\s*[(<]")
+_ASSIGNED = re.compile(r"\b(?:const|let|var)\s+([A-Za-z_]\w*)\s*=")
+_CALLED = re.compile(r"([A-Za-z_]\w*)\s*\(")
+_NOT_NAMES = {"if", "for", "while", "switch", "catch", "return", "new", "synchronized", "with", "elif", "super", "this"}
+_ANNOTATION = re.compile(r"@[\w.]+(?:\([^)]*\))?")
+
 _NUM_PERM, _BANDS = 64, 16
 
 
@@ -37,12 +44,26 @@ def code_tokens(code: str, name: str | None = None) -> list[str]:
     return ["§" if t == short else t for t in _TOKEN.findall(code)]
 
 
+def declared_name(code: str) -> str | None:
+    """The name a function's text declares (``def NAME``, ``fn``, ``function``, ``func (r T) NAME``,
+    ``const NAME =``, else the first called-looking name after annotations), or None."""
+    for pattern in (_DECLARED, _ASSIGNED):
+        found = pattern.search(code)
+        if found:
+            return found.group(1)
+    for found in _CALLED.finditer(_ANNOTATION.sub(" ", code)):
+        if found.group(1) not in _NOT_NAMES:
+            return found.group(1)
+    return None
+
+
 def code_key(code: str, name: str | None = None) -> str:
     """A hash equal for two bodies that differ only in whitespace (and, given ``name``, in their own name)."""
-    return _tokens_key(code_tokens(code, name))
+    return tokens_key(code_tokens(code, name))
 
 
-def _tokens_key(tokens: list[str]) -> str:
+def tokens_key(tokens: list[str]) -> str:
+    """:func:`code_key` of tokens already split (callers that also shingle them tokenize once)."""
     return hashlib.blake2b("\x00".join(tokens).encode(), digest_size=16).hexdigest()
 
 
@@ -144,7 +165,7 @@ class Deduplicator:
     def add(self, code: str, name: str | None = None) -> str | None:
         """Remember ``code`` and return None, or return ``"duplicate"``/``"near_duplicate"`` for a copy."""
         tokens = code_tokens(code, name)
-        key = _tokens_key(tokens)
+        key = tokens_key(tokens)
         if key in self._keys:
             return "duplicate"
         self._keys.add(key)
