@@ -195,9 +195,11 @@ def test_pkg_source_reads_recorded_files_by_project_without_tests(site):
 
 
 def test_pkg_source_mines_and_labels_each_project(site, tmp_path):
-    data = load_training_data(DataConfig(source="pkg:Fake_Pkg", test_fraction=0, min_query_words=3), tmp_path)
+    data = load_training_data(DataConfig(source="pkg:Fake_Pkg", test_fraction=0), tmp_path)
     assert names(data) == {"weigh_items", "send_items", "both_ways"}  # fakepkg/tests left out, nothing imported
-    assert set(data.report["labels"]) == {"fake-pkg", "requests", "six"}
+    assert data.report["labels"] == {"fake-pkg": "pkg:Fake_Pkg", "requests": "pkg:Fake_Pkg", "six": "pkg:Fake_Pkg"}
+    mined = data.report["mining"]["sources"]
+    assert mined == {"fake-pkg": {"files": 3, "pairs": 1}, "requests": {"files": 1, "pairs": 1}, "six": {"files": 1, "pairs": 1}}
     assert data.report["mix"]["rows_before"] == {"fake-pkg": 1, "requests": 1, "six": 1}
 
 

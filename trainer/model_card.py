@@ -70,7 +70,7 @@ def data_summary(cfg, data, eval_data) -> dict:
         "eval_documents": len(eval_data.corpus) if eval_data is not None else 0,
         "split": split,
         # per source label: its data.source entry, duplicates and evaluation leaks dropped, rows before/after data.mix
-        **{k: data.report[k] for k in ("labels", "dedup", "decontamination", "mix") if k in data.report},
+        **{k: data.report[k] for k in ("labels", "mining", "dedup", "decontamination", "mix") if k in data.report},
     }
 
 

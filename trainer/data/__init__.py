@@ -161,7 +161,7 @@ class TrainingData:
     eval_dir: Path | None  # the held-out set's BEIR folder, or None when nothing is held out
     eval_split: str = "test"
     eval_data: BeirData | None = None  # the held-out set itself, handed to the evaluator without a read back
-    # Counts per source: "labels", "dedup", "decontamination", "mix" (see read_training_data).
+    # Counts per source: "labels", "mining", "dedup", "decontamination", "mix" (see read_training_data).
     report: dict = field(default_factory=dict)
 
 
@@ -194,7 +194,7 @@ def read_training_data(
     are dropped (:mod:`~trainer.data.assemble`), then rows that leak the held-out set or a
     ``data.decontaminate`` set (:mod:`~trainer.data.decontaminate`), then each source is
     resampled to its ``data.mix`` share (:mod:`~trainer.data.mixing`). ``report`` counts each step
-    per source: ``labels`` (label -> its ``data.source`` entry), ``dedup``, ``decontamination``, ``mix``.
+    per source: ``labels`` (label -> its ``data.source`` entry), ``mining``, ``dedup``, ``decontamination``, ``mix``.
     """
     from trainer.data.assemble import concatenate, merge, read_sources
     from trainer.data.decontaminate import decontaminate, load_eval_texts

@@ -27,7 +27,7 @@ from trainer.data.beir import BeirData, load_beir
 from trainer.data.filters import Deduplicator, declared_name
 from trainer.data.formats import load_pairs, rows_dataset
 from trainer.data.languages import language_for_path
-from trainer.data.mining import mine
+from trainer.data.mining import SourceTree, labelled_trees, mine
 from trainer.data.sources import is_package, trees_of
 from trainer.data.splits import beir_from_rows, split_mined, split_rows
 from trainer.data.stdlib import is_stdlib, stdlib_dataset
@@ -43,16 +43,18 @@ def read_sources(config: DataConfig) -> tuple[list[Part], list[BeirData | Path],
 
     Returns:
         (parts, held-out sets, report) where the report holds ``labels`` (label -> the
-        ``data.source`` entry it came from) and ``dedup`` (label -> ``duplicate`` and
-        ``near_duplicate`` rows dropped from it: within the mined trees and across sources).
+        ``data.source`` entry it came from), ``dedup`` (label -> ``duplicate`` and
+        ``near_duplicate`` rows dropped from it: within the mined trees and across sources) and,
+        when trees were mined, ``mining`` (``files`` read, ``seconds``, per label ``files`` and
+        ``pairs`` before the split).
     """
     split = config.split_config()
     hold_out = config.eval is None and split.test_fraction > 0
     parts: list[Part] = []
-    origin: dict[str, str] = {}
+    origin: dict[str, str] = {}  # label -> data.source entry
     held_out: list[BeirData | Path] = []
-    trees, tree_entries = [], []
-    tree_at = 0
+    trees, tree_entries, tree_at = [], [], 0
+    groups = 0  # sets of rows deduplicated on their own: each stdlib or dataset entry, all the trees together
     for source in config.sources():
         if is_stdlib(source):
             train, test_dir = stdlib_dataset(config.mining_config(), split)
@@ -67,31 +69,52 @@ def read_sources(config: DataConfig) -> tuple[list[Part], list[BeirData | Path],
                     held_out.append(beir_from_rows(test))
             parts.append((_unique(Path(source).name, origin, source), rows))
         else:
-            tree_at = len(parts) if not trees else tree_at  # mined parts go where the first tree was given
+            groups -= bool(trees)
+            tree_at = tree_at if trees else len(parts)  # the mined parts go where the first tree was given
             found = trees_of(source, config.exclude_projects)
             trees += found
             tree_entries += [source] * len(found)
+        groups += 1
+    report: dict = {"labels": origin}
     dedup: dict[str, Counter] = {}
-    if trees:  # mined together, so that duplicates across the trees are removed too
-        result = mine(trees, config.mining_config())
-        mined = split_mined(result, split)
-        by_source: dict[str, list[dict]] = {}
-        for name in result.report.sources:  # the trees' order
-            by_source[name] = []
-        for pair in mined.train:
-            by_source[result.source_of[pair.function.path]].append(pair.to_row())
-        entry_of = _entries(trees, tree_entries)
-        mined_parts = [(_unique(name, origin, entry_of.get(name, "")), rows_dataset(rows)) for name, rows in by_source.items() if rows]
-        parts[tree_at:tree_at] = mined_parts
-        for name, counts in result.report.sources.items():
-            dedup[name] = Counter({k: counts[k] for k in ("duplicate", "near_duplicate") if counts[k]})
-        if hold_out and mined.test:
-            held_out.append(mined.test_beir())
-    kinds = int(bool(trees)) + sum(1 for s in config.sources() if is_stdlib(s) or (not is_package(s) and is_dataset(s)))
-    if kinds > 1:
+    if trees:
+        mined, test, dedup, report["mining"] = _mine(trees, tree_entries, config, origin)
+        parts[tree_at:tree_at] = mined
+        if hold_out and test is not None:
+            held_out.append(test)
+    if groups > 1:
         parts = dedup_across(parts, config.mining_config().near_duplicate_threshold, dedup)
-    report = {"labels": origin, "dedup": {k: dict(v) for k, v in dedup.items() if v}}
+    report["dedup"] = {label: dict(counts) for label, counts in dedup.items() if counts}
     return parts, held_out, report
+
+
+def _mine(
+    trees: list[SourceTree], entries: list[str], config: DataConfig, origin: dict[str, str]
+) -> tuple[list[Part], BeirData | None, dict[str, Counter], dict]:
+    """Trees mined together (so duplicates across them go before the split), then split by file.
+
+    Returns:
+        (a part per source with training rows, the held-out set or None, label -> duplicates
+        dropped, the ``mining`` report); each source's label is recorded in ``origin``.
+    """
+    result = mine(trees, config.mining_config())
+    split = split_mined(result, config.split_config())
+    entry_of: dict[str, str] = {}
+    for tree, entry in zip(labelled_trees(trees), entries):
+        entry_of.setdefault(tree.source, entry)
+    label = {name: _unique(name, origin, entry_of.get(name, "")) for name in result.report.sources}
+    rows: dict[str, list[dict]] = {name: [] for name in result.report.sources}  # the trees' order
+    for pair in split.train:
+        rows[result.source_of[pair.function.path]].append(pair.to_row())
+    parts = [(label[name], rows_dataset(r)) for name, r in rows.items() if r]
+    counts = result.report.sources
+    dedup = {label[n]: Counter({k: c[k] for k in ("duplicate", "near_duplicate") if c[k]}) for n, c in counts.items()}
+    mining = {
+        "files": sum(result.report.files.values()),
+        "seconds": result.report.seconds,
+        "sources": {label[n]: {"files": c["files"], "pairs": c["pairs"]} for n, c in counts.items()},
+    }
+    return parts, split.test_beir() if split.test else None, dedup, mining
 
 
 def dedup_across(parts: list[Part], threshold: float, counts: dict[str, Counter]) -> list[Part]:
@@ -152,12 +175,4 @@ def _unique(label: str, taken: dict[str, str], entry: str) -> str:
         n += 1
         out = f"{label}-{n}"
     taken[out] = entry
-    return out
-
-
-def _entries(trees: list, entries: list[str]) -> dict[str, str]:
-    """Source name -> the ``data.source`` entry its (first) tree came from."""
-    out: dict[str, str] = {}
-    for tree, entry in zip(trees, entries):
-        out.setdefault(tree.source or tree.label or Path(tree.root).expanduser().resolve().name, entry)
     return out
