@@ -203,6 +203,14 @@ def test_pkg_source_mines_and_labels_each_project(site, tmp_path):
     assert data.report["mix"]["rows_before"] == {"fake-pkg": 1, "requests": 1, "six": 1}
 
 
+def test_mine_cli_takes_pkg_sources_and_exclusions(site, tmp_path, capsys):
+    from trainer.data.__main__ import main as data_main
+
+    assert data_main(["mine", "pkg:fake-pkg", "--exclude-projects", "six", "--out", str(tmp_path / "o"), "--test-fraction", "0"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert set(report["mining"]["sources"]) == {"fake-pkg", "requests"}
+
+
 def test_unknown_pkg_fails_in_one_line_naming_the_field():
     with pytest.raises(CodetuneError, match=r"^data\.source: pkg:no-such-dist-xyz: no installed distribution"):
         DataConfig(source=["stdlib", "pkg:no-such-dist-xyz"]).check_paths()
