@@ -273,6 +273,15 @@ def test_report_reaches_the_data_summary(tree, tmp_path):
     assert json.loads(json.dumps(summary))["mix"]["mix"] == 0.5
 
 
+def test_model_card_says_what_decontamination_and_mix_did(tree, eval_set, tmp_path):
+    from trainer.model_card import _data_section, data_summary
+
+    cfg = DataConfig(source=str(tree), test_fraction=0, decontaminate=[str(eval_set)], mix=0.5)
+    section = _data_section(data_summary(cfg, load_training_data(cfg, tmp_path), None))
+    assert "- Decontamination: 2 training rows dropped that repeat an evaluation query (1) or document (1 exact, 0 near)." in section
+    assert "- Mix: each source's rows resampled to a share ∝ rows^0.5 over 1 source." in section
+
+
 def test_mix_changes_shares_through_load_training_data(tree, tmp_path):
     other = tmp_path / "other"
     other.mkdir()

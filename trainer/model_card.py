@@ -193,7 +193,8 @@ def _data_section(summary: dict) -> str:
         )
     mix = summary.get("mix")
     if mix and mix["mix"] != "proportional":
-        lines.append(f"- Mix: each source's rows resampled to a share ∝ rows^{mix['mix']} over {len(mix['rows_after'])} sources.")
+        n = len(mix["rows_after"])
+        lines.append(f"- Mix: each source's rows resampled to a share ∝ rows^{mix['mix']} over {n} source{'s' * (n != 1)}.")
     return "\n".join(lines)
 
 

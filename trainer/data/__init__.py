@@ -7,11 +7,14 @@ Recipes make one call::
     data.eval_data  # the held-out BeirData the evaluator scores, in memory, or None
     data.eval_dir   # where that set lies on disk (a run folder keeps it for the record), or None
 
-The modules, one step each: :mod:`~trainer.data.languages` (functions of a file),
+The modules, one step each: :mod:`~trainer.data.sources` (what a ``data.source`` entry names:
+``pkg:``, git, folders), :mod:`~trainer.data.languages` (functions of a file),
 :mod:`~trainer.data.mining` (pairs of a tree), :mod:`~trainer.data.filters` (dedup and limits),
 :mod:`~trainer.data.splits` (train/test by file), :mod:`~trainer.data.formats` (users' files),
-:mod:`~trainer.data.negatives` (hard negatives), :mod:`~trainer.data.stdlib` (the default
-dataset), :mod:`~trainer.data.beir` (the evaluation format). ``python -m trainer.data`` mines and
+:mod:`~trainer.data.assemble` (every source's rows, deduplicated across sources),
+:mod:`~trainer.data.decontaminate` (no row repeats an evaluation set), :mod:`~trainer.data.mixing`
+(each source's share), :mod:`~trainer.data.negatives` (hard negatives), :mod:`~trainer.data.stdlib`
+(the default dataset), :mod:`~trainer.data.beir` (the evaluation format). ``python -m trainer.data`` mines and
 adds negatives from the command line.
 
 The heavy modules (``datasets``, tree-sitter, torch) are imported inside the functions here, so
