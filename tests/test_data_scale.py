@@ -211,9 +211,11 @@ def test_mine_cli_takes_pkg_sources_and_exclusions(site, tmp_path, capsys):
     assert set(report["mining"]["sources"]) == {"fake-pkg", "requests"}
 
 
-def test_unknown_pkg_fails_in_one_line_naming_the_field():
+def test_unknown_pkg_or_eval_folder_fails_in_one_line_naming_the_field(tmp_path):
     with pytest.raises(CodetuneError, match=r"^data\.source: pkg:no-such-dist-xyz: no installed distribution"):
         DataConfig(source=["stdlib", "pkg:no-such-dist-xyz"]).check_paths()
+    with pytest.raises(CodetuneError, match=r"^data\.decontaminate: .*: not a BEIR folder"):
+        DataConfig(decontaminate=[str(tmp_path)]).check_paths()
 
 
 def test_git_work_tree_mines_tracked_files_only(tmp_path):
