@@ -21,6 +21,8 @@ import re
 import zlib
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     from datasketch import MinHash
 
@@ -130,20 +132,34 @@ class NearIndex:
         self.threshold = threshold
         from datasketch import MinHashLSH
 
-        self._shingles: list[set[int]] = []
+        # Sorted uint32 arrays, not sets: ~0.5 KB instead of ~12 KB for a function of 120 shingles,
+        # which is what kept 2.4 GB resident when mining every installed distribution.
+        self._shingles: list[np.ndarray] = []
         self._lsh = MinHashLSH(num_perm=_NUM_PERM, params=(_BANDS, _NUM_PERM // _BANDS))
 
     def add(self, sh: set[int], sketch: MinHash | None = None) -> int:
         """Index a set (``sketch``: its :func:`minhash`, when already computed); returns its number."""
         index = len(self._shingles)
-        self._shingles.append(sh)
+        self._shingles.append(_sorted_array(sh))
         self._lsh.insert(index, sketch if sketch is not None else minhash(sh))
         return index
 
     def find(self, sh: set[int], sketch: MinHash | None = None) -> int | None:
         """The number of an indexed set at Jaccard >= threshold with ``sh``, or None."""
         candidates = self._lsh.query(sketch if sketch is not None else minhash(sh))
-        return next((i for i in sorted(candidates) if jaccard(sh, self._shingles[i]) >= self.threshold), None)
+        if not candidates:
+            return None
+        query = _sorted_array(sh)
+        for i in sorted(candidates):
+            other = self._shingles[i]
+            common = np.intersect1d(query, other, assume_unique=True).size
+            if common / (query.size + other.size - common) >= self.threshold:
+                return i
+        return None
+
+
+def _sorted_array(sh: set[int]) -> np.ndarray:
+    return np.sort(np.fromiter(sh, dtype=np.uint32, count=len(sh)))
 
 
 class Deduplicator:
