@@ -69,6 +69,8 @@ def data_summary(cfg, data, eval_data) -> dict:
         "eval_queries": len(eval_data.relevant()) if eval_data is not None else 0,
         "eval_documents": len(eval_data.corpus) if eval_data is not None else 0,
         "split": split,
+        # per source label: its data.source entry, duplicates and evaluation leaks dropped, rows before/after data.mix
+        **{k: data.report[k] for k in ("labels", "mining", "dedup", "decontamination", "mix") if k in data.report},
     }
 
 
@@ -183,6 +185,16 @@ def _data_section(summary: dict) -> str:
         f"- Functions per language: {languages}.",
         f"- Evaluation: {summary['eval_queries']:,} queries over {summary['eval_documents']:,} documents; {summary['split']}.",
     ]
+    leaks = summary.get("decontamination")
+    if leaks:
+        lines.append(
+            f"- Decontamination: {leaks['query'] + leaks['document'] + leaks['near_document']:,} training rows dropped that repeat "
+            f"an evaluation query ({leaks['query']:,}) or document ({leaks['document']:,} exact, {leaks['near_document']:,} near)."
+        )
+    mix = summary.get("mix")
+    if mix and mix["mix"] != "proportional":
+        n = len(mix["rows_after"])
+        lines.append(f"- Mix: each source's rows resampled to a share ∝ rows^{mix['mix']} over {n} source{'s' * (n != 1)}.")
     return "\n".join(lines)
 
 

@@ -272,7 +272,7 @@ def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, a
         try:
             data = read_training_data(cfg, run_dir, model=model)
             if acc.num_processes > 1:
-                payload = [(data.train.to_dict(), data.train.features, data.eval_dir, data.eval_split, data.eval_data)]
+                payload = [(data.train.to_dict(), data.train.features, data.eval_dir, data.eval_split, data.eval_data, data.report)]
         except Exception as err:  # noqa: BLE001 -- the others must hear of any failure, then it is re-raised
             failure = err
             payload = [err if isinstance(err, CodetuneError) else RunFailed(f"the main process failed preparing the data: {err}")]
@@ -283,10 +283,10 @@ def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, a
     if isinstance(payload[0], Exception):
         raise payload[0]
     if not acc.is_main_process:
-        columns, features, eval_dir, split, eval_data = payload[0]
-        data = TrainingData(datasets.Dataset.from_dict(columns, features=features), eval_dir, split, eval_data)
+        columns, features, eval_dir, split, eval_data, report = payload[0]
+        data = TrainingData(datasets.Dataset.from_dict(columns, features=features), eval_dir, split, eval_data, report)
     train = expand_rows(data.train, cfg, model, across_processes=acc.num_processes > 1)
-    return TrainingData(train, data.eval_dir, data.eval_split, data.eval_data)
+    return TrainingData(train, data.eval_dir, data.eval_split, data.eval_data, data.report)
 
 
 def bf16_supported() -> bool:

@@ -7,11 +7,14 @@ Recipes make one call::
     data.eval_data  # the held-out BeirData the evaluator scores, in memory, or None
     data.eval_dir   # where that set lies on disk (a run folder keeps it for the record), or None
 
-The modules, one step each: :mod:`~trainer.data.languages` (functions of a file),
+The modules, one step each: :mod:`~trainer.data.sources` (what a ``data.source`` entry names:
+``pkg:``, git, folders), :mod:`~trainer.data.languages` (functions of a file),
 :mod:`~trainer.data.mining` (pairs of a tree), :mod:`~trainer.data.filters` (dedup and limits),
 :mod:`~trainer.data.splits` (train/test by file), :mod:`~trainer.data.formats` (users' files),
-:mod:`~trainer.data.negatives` (hard negatives), :mod:`~trainer.data.stdlib` (the default
-dataset), :mod:`~trainer.data.beir` (the evaluation format). ``python -m trainer.data`` mines and
+:mod:`~trainer.data.assemble` (every source's rows, deduplicated across sources),
+:mod:`~trainer.data.decontaminate` (no row repeats an evaluation set), :mod:`~trainer.data.mixing`
+(each source's share), :mod:`~trainer.data.negatives` (hard negatives), :mod:`~trainer.data.stdlib`
+(the default dataset), :mod:`~trainer.data.beir` (the evaluation format). ``python -m trainer.data`` mines and
 adds negatives from the command line.
 
 The heavy modules (``datasets``, tree-sitter, torch) are imported inside the functions here, so
@@ -41,10 +44,20 @@ if TYPE_CHECKING:
 class DataConfig:
     """The ``data:`` section of a recipe config."""
 
-    # "stdlib" (the running Python's standard library, mined and cached), a source tree, or a
-    # dataset: .jsonl/.json/.csv/.tsv/.parquet/.xml file, saved `datasets` folder or BEIR folder.
-    # A list mixes them; each is split into train/test on its own.
+    # "stdlib" (the running Python's standard library, mined and cached), "pkg:NAME" (an installed
+    # distribution's files, read, never imported), "pkg:*" (every installed one), a source tree (a
+    # git work tree: its tracked files), or a dataset: .jsonl/.json/.csv/.tsv/.parquet/.xml file,
+    # saved `datasets` folder or BEIR folder. A list mixes them; see trainer.data.sources.
     source: str | list[str] = "stdlib"
+    # Projects left out of pkg: sources, by distribution or import name, vendored copies included
+    # (excluding requests leaves out pip/_vendor/requests too).
+    exclude_projects: list[str] = field(default_factory=list)
+    # BEIR folders whose queries and documents no training row may repeat, exactly or nearly
+    # (costs one pass over the rows); the held-out split is always checked. See trainer.data.decontaminate.
+    decontaminate: list[str] = field(default_factory=list)
+    # "proportional" (each source's rows as read) or α in [0, 1]: source i gets a share ∝ rows_i^α
+    # of the same total, large sources subsampled and small ones repeated (0: equal shares).
+    mix: str | float = "proportional"
     eval: str | None = None  # BEIR folder to evaluate on; None: the held-out split of `source`
     eval_split: str = "test"  # qrels/<eval_split>.tsv of `eval`
     query_column: str = "query"  # column names in a user's dataset file
@@ -84,22 +97,36 @@ class DataConfig:
         check_forms(self.query_forms)
         if not 0 <= self.written_share <= 1:
             raise CodetuneError(f"data.written_share: {self.written_share} must be between 0 and 1")
+        from trainer.data.mixing import mix_alpha
+
+        mix_alpha(self.mix)
         self.split_config()
         if self.hard_negatives:
             self.negatives_config()
 
     def check_paths(self) -> None:
         """Fail on a missing source or evaluation folder before anything expensive (a model load) runs."""
+        from trainer.data.sources import check_package, is_package
         from trainer.data.stdlib import is_stdlib
 
-        sources = [self.source] if isinstance(self.source, str) else list(self.source)
+        sources = self.sources()
         if not sources:
             raise CodetuneError("data.source: no source given")
         for source in sources:
-            if not is_stdlib(source) and not Path(source).exists():
-                raise CodetuneError(f"data.source: {source}: not found (nor 'stdlib')")
+            if is_package(source):
+                check_package(source)
+            elif not is_stdlib(source) and not Path(source).exists():
+                raise CodetuneError(f"data.source: {source}: not found (nor 'stdlib' or 'pkg:NAME')")
         if self.eval is not None and not Path(self.eval).is_dir():
             raise CodetuneError(f"data.eval: {self.eval}: BEIR folder not found")
+        for folder in self.decontaminate:
+            if not (Path(folder).expanduser() / "corpus.jsonl").is_file():
+                raise CodetuneError(f"data.decontaminate: {folder}: not a BEIR folder (no corpus.jsonl)")
+
+    def sources(self) -> list[str]:
+        """``source`` as a list, paths with ``~`` expanded."""
+        sources = [self.source] if isinstance(self.source, str) else list(self.source)
+        return [s if s == "stdlib" or s.startswith("pkg:") else str(Path(s).expanduser()) for s in sources]
 
     def mining_config(self) -> MiningConfig:
         """The miner's settings."""
@@ -137,6 +164,8 @@ class TrainingData:
     eval_dir: Path | None  # the held-out set's BEIR folder, or None when nothing is held out
     eval_split: str = "test"
     eval_data: BeirData | None = None  # the held-out set itself, handed to the evaluator without a read back
+    # Counts per source: "labels", "mining", "dedup", "decontamination", "mix" (see read_training_data).
+    report: dict = field(default_factory=dict)
 
 
 def load_training_data(
@@ -164,16 +193,33 @@ def read_training_data(
     """:func:`load_training_data` up to the rows' hard negatives and query forms (:func:`expand_rows`).
 
     Reading, mining, filtering and splitting happen once, on one process; what follows can be
-    shared by every process of a job.
+    shared by every process of a job. Between the split and the rows: duplicates across sources
+    are dropped (:mod:`~trainer.data.assemble`), then rows that leak the held-out set or a
+    ``data.decontaminate`` set (:mod:`~trainer.data.decontaminate`), then each source is
+    resampled to its ``data.mix`` share (:mod:`~trainer.data.mixing`). ``report`` counts each step
+    per source: ``labels`` (label -> its ``data.source`` entry), ``mining``, ``dedup``, ``decontamination``, ``mix``.
     """
+    from trainer.data.assemble import concatenate, merge, read_sources
+    from trainer.data.decontaminate import decontaminate, load_eval_texts
+    from trainer.data.mixing import mix_sources
+
     config.check_paths()
     if config.hard_negatives and model is None:
         raise CodetuneError("data.hard_negatives: mining hard negatives needs a model")
     if config.consistency_top_k and model is None:
         raise CodetuneError("data.consistency_top_k: consistency filtering needs a model")
-    trains, held_out = _read_sources(config)
-    train = _concatenate(trains)
-    if len(train) == 0:
+    parts, held_out, report = read_sources(config)
+    own = merge(held_out) if held_out else None
+    sets = ([own] if own is not None else []) + [load_eval_texts(f) for f in config.decontaminate]
+    if sets:
+        threshold = config.mining_config().near_duplicate_threshold
+        parts, report["decontamination"] = decontaminate(parts, sets, threshold)
+        dropped = {k: v for k, v in report["decontamination"].items() if k in ("query", "document", "near_document")}
+        if any(dropped.values()):
+            print(f"data: dropped training rows that repeat an evaluation set: {dropped}")
+    parts, report["mix"] = mix_sources(parts, config.mix, config.seed)
+    train = concatenate([rows for _, rows in parts]) if parts else None
+    if train is None or len(train) == 0:
         raise CodetuneError(f"data.source: no training pairs in {config.source}")
     if config.max_train_pairs is not None and len(train) > config.max_train_pairs:
         train = train.shuffle(seed=config.seed).select(range(config.max_train_pairs))
@@ -187,11 +233,11 @@ def read_training_data(
     if config.eval is not None:
         from trainer.data.beir import load_beir
 
-        return TrainingData(train, Path(config.eval), config.eval_split, load_beir(config.eval, config.eval_split))
-    if not held_out:
-        return TrainingData(train, None)
-    eval_dir, eval_data = _held_out(held_out, Path(work_dir))
-    return TrainingData(train, eval_dir, eval_data=eval_data)
+        eval_data = load_beir(config.eval, config.eval_split)
+        return TrainingData(train, Path(config.eval), config.eval_split, eval_data, report)
+    if own is None:
+        return TrainingData(train, None, report=report)
+    return TrainingData(train, _held_out(held_out, own, Path(work_dir)), eval_data=own, report=report)
 
 
 def expand_rows(
@@ -218,92 +264,13 @@ def expand_rows(
     return train
 
 
-def _read_sources(config: DataConfig) -> tuple[list[datasets.Dataset], list[BeirData | Path]]:
-    """Training rows of each source, and its held-out part (a BEIR set, or the stdlib cache's folder)."""
-    from trainer.data.formats import load_pairs
-    from trainer.data.mining import mine
-    from trainer.data.splits import beir_from_rows, split_mined, split_rows
-    from trainer.data.stdlib import is_stdlib, stdlib_dataset
-
-    sources = [config.source] if isinstance(config.source, str) else list(config.source)  # existing: check_paths
-    split = config.split_config()
-    hold_out = config.eval is None and split.test_fraction > 0
-    trains: list[datasets.Dataset] = []
-    held_out: list[BeirData | Path] = []
-    trees = []
-    for source in sources:
-        if is_stdlib(source):
-            train, test_dir = stdlib_dataset(config.mining_config(), split)
-            trains.append(train)
-            if hold_out and test_dir is not None:
-                held_out.append(test_dir)
-        elif _is_dataset(source):
-            rows = load_pairs(
-                source, config.query_column, config.positive_column, config.negatives_column, config.eval_split
-            )
-            if hold_out:
-                rows, test = split_rows(rows, split)
-                if len(test):
-                    held_out.append(beir_from_rows(test))
-            trains.append(rows)
-        else:
-            trees.append(source)
-    if trees:  # mined together, so that duplicates across the trees are removed too
-        mined = split_mined(mine(trees, config.mining_config()), split)
-        trains.append(mined.train_dataset())
-        if hold_out and mined.test:
-            held_out.append(mined.test_beir())
-    return trains, held_out
-
-
-def _held_out(held_out: list[BeirData | Path], work_dir: Path) -> tuple[Path, BeirData]:
-    """The held-out set and its folder: the standard library's cached one as it is, anything else
-    written under ``work_dir`` for the record."""
+def _held_out(held_out: list[BeirData | Path], data: BeirData, work_dir: Path) -> Path:
+    """The held-out set's folder: the standard library's cached one as it is, anything else
+    (``data``, the merged sets) written under ``work_dir`` for the record."""
     from trainer.data.beir import write_beir
 
-    data = _merge(held_out)
     if len(held_out) == 1 and isinstance(held_out[0], Path):
-        return held_out[0], data
+        return held_out[0]
     eval_dir = work_dir / "data" / "eval"
     write_beir(eval_dir, data)
-    return eval_dir, data
-
-
-def _is_dataset(source: str) -> bool:
-    """A dataset file or folder, as opposed to a source tree to mine."""
-    from trainer.data.languages import language_for_path
-
-    path = Path(source)
-    if path.is_file():
-        return language_for_path(path) is None
-    markers = ("corpus.jsonl", "dataset_info.json", "dataset_dict.json")
-    return any((path / marker).is_file() for marker in markers)
-
-
-def _concatenate(parts: list[datasets.Dataset]) -> datasets.Dataset:
-    """One dataset of several, giving ``negatives: []`` to parts without the column when others have it."""
-    import datasets
-
-    if any("negatives" in p.column_names for p in parts):
-        feature = datasets.List(datasets.Value("string"))
-        parts = [
-            p if "negatives" in p.column_names else p.add_column("negatives", [[]] * len(p), feature=feature)
-            for p in parts
-        ]
-        parts = [p.select_columns(parts[0].column_names) for p in parts]
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
-
-
-def _merge(sets: list[BeirData | Path]) -> BeirData:
-    """One BEIR set of several; ids get a per-source prefix so that two sources cannot collide."""
-    from trainer.data.beir import BeirData, load_beir
-
-    loaded = [load_beir(s) if isinstance(s, Path) else s for s in sets]
-    if len(loaded) == 1:
-        return loaded[0]
-    merged = BeirData()
-    for i, data in enumerate(loaded):
-        merged.corpus.update({f"s{i}-{d}": doc for d, doc in data.corpus.items()})
-        merged.queries.update({f"s{i}-{q}": text for q, text in data.queries.items()})
-        merged.qrels.update({f"s{i}-{q}": {f"s{i}-{d}": s for d, s in docs.items()} for q, docs in data.qrels.items()})
-    return merged
+    return eval_dir

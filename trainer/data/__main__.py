@@ -1,6 +1,6 @@
 """Mine training data from code, and add hard negatives to it.
 
-    python -m trainer.data mine SRC [SRC ...] --out DIR [--test-fraction F] [--seed N] [--group-by file|folder]
+    python -m trainer.data mine SRC [SRC ...] --out DIR [--exclude-projects NAME ...] [--test-fraction F] [--seed N] [--group-by file|folder]
     python -m trainer.data negatives --model SPEC --data DIR [--out FILE] [--window START STOP] [--per-query N]
 
 ``mine`` writes ``DIR/train.jsonl``, ``DIR/test/`` (a BEIR folder) and ``DIR/report.json``, and
@@ -29,6 +29,7 @@ from trainer.errors import CodetuneError, cli_main
 def _parser() -> argparse.ArgumentParser:
     # The settings classes hold the defaults; both import datasets (negatives: sentence-transformers)
     # as the commands themselves do, so --help pays that import too.
+    from trainer.data import DataConfig
     from trainer.data.negatives import NegativesConfig
     from trainer.data.splits import GROUP_BY, SplitConfig
 
@@ -38,7 +39,12 @@ def _parser() -> argparse.ArgumentParser:
 
     mine = commands.add_parser("mine", help="mine (docstring, function) pairs from source trees")
     mine.add_argument(
-        "sources", nargs="+", metavar="SRC", help="folder or file to mine; 'stdlib' for the standard library"
+        "sources", nargs="+", metavar="SRC",
+        help="folder or file to mine (a git work tree: its tracked files); 'stdlib'; 'pkg:NAME' or 'pkg:*' for installed distributions",
+    )
+    mine.add_argument(
+        "--exclude-projects", nargs="*", default=DataConfig().exclude_projects, metavar="NAME",
+        help="projects pkg: sources leave out, vendored copies too (default: none)",
     )
     mine.add_argument("--out", required=True, type=Path, help="folder to write train.jsonl, test/ and report.json to")
     mine.add_argument(
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mine(args: argparse.Namespace) -> None:
-    from trainer.data.mining import SourceTree, mine
+    from trainer.data.mining import mine
+    from trainer.data.sources import is_package, trees_of
     from trainer.data.splits import SplitConfig, split_mined, write_mined
     from trainer.data.stdlib import is_stdlib, stdlib_tree
 
@@ -93,10 +100,10 @@ def _mine(args: argparse.Namespace) -> None:
     for source in args.sources:
         if is_stdlib(source):
             trees.append(stdlib_tree())
-        elif not Path(source).exists():
+        elif not is_package(source) and not Path(source).expanduser().exists():
             raise CodetuneError(f"{source}: not found")
         else:
-            trees.append(SourceTree(Path(source)))
+            trees += trees_of(source, args.exclude_projects)
     result = mine(trees)
     summary = write_mined(args.out, split_mined(result, split), result.report, split)
     _print_report(summary)

@@ -75,6 +75,10 @@ class SourceTree:
     root: Path
     exclude_dirs: tuple[str, ...] = ()
     label: str = ""  # prefix of the paths when several trees are mined together; default: the root's name
+    # Paths relative to root to read instead of walking it (a git repository's tracked files, an
+    # installed distribution's files); the folder rules above still apply to them.
+    files: tuple[str, ...] | None = None
+    source: str = ""  # the name the report and the mix count it under; default: its label
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class MiningReport:
             ``parse_error``, ``too_complex``: nested past the parser's recursion limit) -> files.
         skipped_examples: reason -> the first few paths skipped for it.
         dropped: reason (:data:`CODE_DROPS`, :data:`QUERY_DROPS`) -> functions.
+        sources: source name (:attr:`SourceTree.source`) -> ``files``, ``pairs``, ``duplicate``,
+            ``near_duplicate`` of that source (a copy counts against the source it was dropped from).
         seconds: wall time of the run.
     """
 
@@ -121,6 +127,7 @@ class MiningReport:
     skipped_files: Counter = field(default_factory=Counter)
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)
     dropped: Counter = field(default_factory=Counter)
+    sources: dict[str, Counter] = field(default_factory=dict)
     seconds: float = 0.0
 
     def skip(self, reason: str, path: str) -> None:
@@ -146,6 +153,7 @@ class MiningResult:
     documents: list[Function]
     pairs: list[Pair]
     report: MiningReport
+    source_of: dict[str, str] = field(default_factory=dict)  # a kept function's path -> its tree's source name
 
 
 class SkipFile(Exception):
@@ -182,6 +190,13 @@ def source_files(tree: SourceTree) -> Iterator[tuple[Path, str, str]]:
             yield root, root.name, language
         return
     excluded = set(ALWAYS_EXCLUDED) | set(tree.exclude_dirs)
+    if tree.files is not None:
+        for rel in sorted(tree.files):
+            parts = rel.split("/")
+            language = language_for_path(parts[-1])
+            if language and not any(d in excluded or d.startswith(".") for d in parts[:-1]):
+                yield root / rel, rel, language
+        return
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in excluded and not d.startswith("."))
         for name in sorted(files):
@@ -284,13 +299,15 @@ def _query_or_drop(fn: Function, config: MiningConfig) -> tuple[str | None, str 
 def labelled_trees(trees: Sequence[SourceTree]) -> list[SourceTree]:
     """One tree keeps paths relative to its root; several get distinct labels to prefix them with."""
     if len(trees) == 1:
-        return [dataclasses.replace(trees[0], label="")]
+        tree = trees[0]
+        return [dataclasses.replace(tree, label="", source=tree.source or tree.label or Path(tree.root).resolve().name)]
     seen: Counter = Counter()
     out = []
     for tree in trees:
         base = tree.label or Path(tree.root).resolve().name or "root"
         seen[base] += 1
-        out.append(dataclasses.replace(tree, label=base if seen[base] == 1 else f"{base}-{seen[base]}"))
+        label = base if seen[base] == 1 else f"{base}-{seen[base]}"
+        out.append(dataclasses.replace(tree, label=label, source=tree.source or label))
     return out
 
 
@@ -310,15 +327,13 @@ def mine(trees: Sequence[SourceTree | str | os.PathLike], config: MiningConfig |
     start = time.perf_counter()
     report = MiningReport()
     candidates: list[tuple[Function, str | None, str | None]] = []  # (function, query, why no query)
+    source_of: dict[str, str] = {}
     for tree in labelled_trees([t if isinstance(t, SourceTree) else SourceTree(Path(t)) for t in trees]):
-        for fn in functions_in_tree(tree, config, report):
-            if tree.label:
-                fn = dataclasses.replace(fn, path=f"{tree.label}/{fn.path}")
-            drop = _code_drop(fn, config)
-            if drop:
-                report.dropped[drop] += 1
-                continue
-            candidates.append((fn, *_query_or_drop(fn, config)))
+        counts = report.sources.setdefault(tree.source, Counter())
+        for rel, _, functions in parsed_files(tree, config, report):
+            counts["files"] += 1
+            source_of[f"{tree.label}/{rel}" if tree.label else rel] = tree.source
+            candidates.extend(_candidates(functions, tree.label, config, report))
     dedup = Deduplicator(config.near_duplicate_threshold)
     kept = []
     for index in sorted(range(len(candidates)), key=lambda i: candidates[i][1] is None):
@@ -326,6 +341,7 @@ def mine(trees: Sequence[SourceTree | str | os.PathLike], config: MiningConfig |
         duplicate = dedup.add(fn.code, fn.name)
         if duplicate:
             report.dropped[duplicate] += 1
+            report.sources[source_of[fn.path]][duplicate] += 1
         else:
             kept.append(index)
     documents, pairs = [], []
@@ -338,8 +354,24 @@ def mine(trees: Sequence[SourceTree | str | os.PathLike], config: MiningConfig |
         else:
             pairs.append(Pair(query, fn))
             report.pairs[fn.language] += 1
+            report.sources[source_of[fn.path]]["pairs"] += 1
     report.seconds = round(time.perf_counter() - start, 3)
-    return MiningResult(documents, pairs, report)
+    kept_paths = {fn.path for fn in documents}
+    return MiningResult(documents, pairs, report, {p: s for p, s in source_of.items() if p in kept_paths})
+
+
+def _candidates(
+    functions: list[Function], label: str, config: MiningConfig, report: MiningReport
+) -> Iterator[tuple[Function, str | None, str | None]]:
+    """(function with its path prefixed by ``label``, query, why no query) of each function passing the code limits."""
+    for fn in functions:
+        if label:
+            fn = dataclasses.replace(fn, path=f"{label}/{fn.path}")
+        drop = _code_drop(fn, config)
+        if drop:
+            report.dropped[drop] += 1
+            continue
+        yield (fn, *_query_or_drop(fn, config))
 
 
 def _code_drop(fn: Function, config: MiningConfig) -> str | None:

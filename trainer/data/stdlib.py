@@ -29,7 +29,7 @@ from trainer.data.splits import SplitConfig, split_mined, write_mined
 STDLIB_EXCLUDE = ("test", "tests", "idlelib", "tkinter", "lib2to3", "site-packages", "ensurepip", "turtledemo")
 
 # Bump when the miner's output changes for the same settings, so that old caches are not reused.
-MINER_VERSION = 2
+MINER_VERSION = 3
 
 
 def stdlib_root() -> Path:

@@ -1,0 +1,152 @@
+"""Drop training rows that would leak an evaluation set into training.
+
+A row is dropped when
+
+- ``query``: its query equals an evaluation query, compared case- and whitespace-insensitively
+  (a benchmark's query planted as some library's docstring summary);
+- ``document``: its positive has the same tokens as an evaluation document, whatever the
+  whitespace and line breaks, with the function's own name masked (a renamed copy is a copy);
+- ``near_document``: the token 3-shingles of the two are at Jaccard >= the threshold (candidates
+  from MinHash LSH, then checked exactly: :class:`~trainer.data.filters.NearIndex`).
+
+Evaluation documents come as their sets hold them: often whole functions *with* their docstring
+or doc comment, sometimes flattened onto one line (``def f(x):     \"\"\"Doc.\"\"\"     return x``),
+while a mined positive has its docstring cut out. So each document is indexed twice: as written,
+and with its docstring (the string right after a Python signature) and leading comments removed.
+Tokens ignore whitespace (:func:`~trainer.data.filters.code_tokens`), which undoes the flattening.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trainer.data.filters import NearIndex, code_tokens, declared_name, minhash, shingles, tokens_key
+from trainer.errors import CodetuneError
+from trainer.fileio import iter_jsonl
+
+if TYPE_CHECKING:
+    import os
+
+    import datasets
+
+    from trainer.data.beir import BeirData
+
+REASONS = ("query", "document", "near_document")
+
+_STRING = r"[rRbBuUfF]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*')"
+# A Python signature (up to the first ")" followed by an optional return annotation and ":"), then a string.
+_PY_DOCSTRING = re.compile(r"(\bdef\s+\w+\s*\(.*?\)\s*(?:->[^:]*)?:)\s*" + _STRING, re.DOTALL)
+_LEADING_COMMENTS = re.compile(r"\A\s*(?:(?://[^\n]*|/\*[\s\S]*?\*/|#(?!\[)[^\n]*)\s*)+")
+
+
+def load_eval_texts(folder: str | os.PathLike) -> BeirData:
+    """The corpus and every query of a BEIR folder, whatever its qrels (all of them are checked against).
+
+    Raises:
+        CodetuneError: naming ``data.decontaminate`` and the file of a missing folder or field.
+    """
+    from trainer.data.beir import BeirData
+
+    folder = Path(folder).expanduser()
+    if not (folder / "corpus.jsonl").is_file():
+        raise CodetuneError(f"data.decontaminate: {folder}: no corpus.jsonl (a BEIR folder is expected)")
+    data = BeirData()
+    for name, target in (("corpus.jsonl", data.corpus), ("queries.jsonl", data.queries)):
+        if not (folder / name).is_file():
+            continue
+        for lineno, row in iter_jsonl(folder / name):
+            if "_id" not in row or "text" not in row:
+                raise CodetuneError(f"data.decontaminate: {folder / name}:{lineno}: needs '_id' and 'text'")
+            target[str(row["_id"])] = {"text": str(row["text"])} if name == "corpus.jsonl" else str(row["text"])
+    return data
+
+
+def normalise_query(text: str) -> str:
+    """Case-folded, whitespace collapsed: ``' Parse  a PORT '`` -> ``'parse a port'``."""
+    return " ".join(text.casefold().split())
+
+
+def without_docs(code: str) -> str:
+    """``code`` less its leading comments and the docstring after a Python signature."""
+    return _PY_DOCSTRING.sub(r"\1 ", _LEADING_COMMENTS.sub("", code), count=1)
+
+
+def body_tokens(code: str) -> list[str]:
+    """Tokens of a function with its own declared name masked (see :func:`~trainer.data.filters.code_tokens`)."""
+    return code_tokens(code, declared_name(code))
+
+
+class EvalIndex:
+    """The queries and documents of evaluation sets, to look training rows up against."""
+
+    def __init__(self, sets: Iterable[BeirData], threshold: float = 0.85) -> None:
+        """``threshold``: Jaccard of token 3-shingles from which a positive near-duplicates a document; above 1: off."""
+        self.threshold = threshold
+        self.queries: set[str] = set()
+        self.keys: set[str] = set()
+        self._near = NearIndex(threshold)
+        self.documents = 0
+        for data in sets:
+            self.queries.update(normalise_query(q) for q in data.queries.values())
+            for doc in data.corpus.values():
+                self.documents += 1
+                for text in {doc["text"], without_docs(doc["text"])}:
+                    tokens = body_tokens(text)
+                    if not tokens:
+                        continue
+                    self.keys.add(tokens_key(tokens))
+                    if threshold <= 1:
+                        self._near.add(shingles(tokens))
+
+    def reason(self, query: str, positive: str) -> str | None:
+        """Why a row leaks (one of :data:`REASONS`), or None for a clean row."""
+        if normalise_query(query) in self.queries:
+            return "query"
+        tokens = body_tokens(positive)
+        if tokens_key(tokens) in self.keys:
+            return "document"
+        if self.threshold <= 1:
+            sh = shingles(tokens)
+            if self._near.find(sh, minhash(sh)) is not None:
+                return "near_document"
+        return None
+
+
+def decontaminate(
+    parts: list[tuple[str, datasets.Dataset]], sets: Iterable[BeirData], threshold: float = 0.85
+) -> tuple[list[tuple[str, datasets.Dataset]], dict]:
+    """Each source's rows less those that leak one of ``sets``.
+
+    Args:
+        parts: (source label, rows with ``query`` and ``positive``) per source.
+        sets: the evaluation sets (held-out split, ``data.eval``, ``data.decontaminate`` folders).
+        threshold: see :class:`EvalIndex`.
+
+    Returns:
+        The parts with the leaking rows dropped, and a report: rows dropped per reason
+        (``query``, ``document``, ``near_document``), per source, and the documents and queries
+        checked against.
+    """
+    index = EvalIndex(sets, threshold)
+    totals: Counter = Counter()
+    by_source: dict[str, dict[str, int]] = {}
+    out = []
+    for label, rows in parts:
+        reasons = [index.reason(q, p) for q, p in zip(rows["query"], rows["positive"])]
+        counts = Counter(r for r in reasons if r)
+        if counts:
+            by_source[label] = dict(counts)
+            totals.update(counts)
+            rows = rows.select([i for i, r in enumerate(reasons) if r is None])
+        out.append((label, rows))
+    report = {
+        **{reason: totals[reason] for reason in REASONS},
+        "by_source": by_source,
+        "eval_documents": index.documents,
+        "eval_queries": len(index.queries),
+    }
+    return out, report
