@@ -109,7 +109,7 @@ def test_a_tokenizer_that_already_appends_it_gets_no_second_end_of_text_token(ti
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_decoder_weights_load_in_bf16_where_supported_and_train_in_fp32(tiny_qwen3, monkeypatch, bf16):
-    monkeypatch.setattr("trainer.run.bf16_supported", lambda: bf16)
+    monkeypatch.setattr("trainer.hardware.bf16_supported", lambda: bf16)
     frozen = torch.bfloat16 if bf16 else torch.float32
     model = load_model(str(tiny_qwen3), preset="decoder")
     assert {p.dtype for p in model.parameters()} == {frozen}

@@ -20,6 +20,7 @@ from trainer.loop import TrainConfig, Trainer  # noqa: E402
 from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.preemption import EXIT_PREEMPTED, Preempted  # noqa: E402
+from trainer.run_folder import run_folder  # noqa: E402
 from trainer.tracking import TrackingConfig  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir_code"
@@ -67,7 +68,7 @@ def main() -> None:  # noqa: D103
     model_dir = sys.argv[1]
     cfg = load_config(WorkerConfig, sys.argv[2:])
     acc = run.make_accelerator(None, cfg.tracking, cfg.train.seed, cfg.cpu_threads)
-    with run.run_folder(cfg.output_dir, "worker", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
+    with run_folder(cfg.output_dir, "worker", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc)
         model = load_model(model_dir, cfg.preset, device=str(acc.device))
         loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather, symmetric=cfg.symmetric,

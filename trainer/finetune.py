@@ -25,6 +25,7 @@ from trainer.models.memory import check_training_settings, prepare_for_training
 from trainer.models.merge import interpolate, snapshot
 from trainer.models.rotation import refit, rotate
 from trainer.preemption import EXIT_PREEMPTED, Preempted, StopRequest
+from trainer.run_folder import run_folder
 
 
 @dataclass
@@ -78,7 +79,7 @@ def fine_tune(
         dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric,
         cfg.loss.false_negative_margin, cfg.loss.same_type_negatives,
     )
-    with run.run_folder(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
+    with run_folder(cfg.output_dir, recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc, recipe)
         data = run.load_data_once(cfg.data, run_dir, model, acc)
         eval_data = data.eval_data

@@ -15,6 +15,7 @@ every process as a negative. Two ways to grow the batch beyond memory:
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -130,8 +131,6 @@ def fill_negatives(rows: list[dict], h: int, seed: int) -> tuple[list[dict], int
     Returns:
         The rows (new dicts) and how many negatives were filled in.
     """
-    import random
-
     pool = list(dict.fromkeys(r["positive"] for r in rows))
     if len(pool) <= h:
         raise CodetuneError(f"train.hard_negatives={h}: needs more than {h} distinct documents, found {len(pool)}")
