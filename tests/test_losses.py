@@ -98,8 +98,8 @@ def test_training_forward_matches_encode(tiny_bert):
 
 
 def test_fill_negatives_tops_up_without_the_positive():
+    from trainer.data.batches import fill_negatives
     from trainer.errors import CodetuneError
-    from trainer.loop import fill_negatives
 
     rows = [{"query": f"q{i}", "positive": f"p{i}", "negatives": ["n"] * (i % 3)} for i in range(10)]
     out, filled = fill_negatives(rows, 2, seed=0)

@@ -100,9 +100,10 @@ def test_length_buckets_equal_one_padded_batch(tiny_bert, tmp_path):
 
 
 def test_source_groups_put_a_files_rows_together_and_pathless_rows_at_random():
+    from trainer.data.batches import source_groups
     from trainer.data.sampler import plan_batches, text_keys
     from trainer.errors import CodetuneError
-    from trainer.loop import TrainConfig, source_groups
+    from trainer.loop import TrainConfig
 
     rows = [{"query": f"q{i}", "positive": f"d{i}", "path": f"pkg/m{i % 6}.py"} for i in range(48)]
     groups = source_groups(rows, "file")
@@ -195,8 +196,9 @@ def test_a_batch_the_rows_cannot_fill_fails_early_naming_the_cause_and_a_size_th
     import re
     from dataclasses import replace
 
+    from trainer.data.batches import check_batches
     from trainer.errors import CodetuneError
-    from trainer.loop import TrainConfig, check_batches
+    from trainer.loop import TrainConfig
 
     n = 20
     rows = [{"query": f"q{i}", "positive": f"p{i}", "negatives": [f"p{(i + k) % n}" for k in (1, 2, 3)]} for i in range(n)]
@@ -220,8 +222,9 @@ def test_a_batch_size_the_check_accepts_lasts_the_whole_grouped_run():
     import random
     from dataclasses import replace
 
+    from trainer.data.batches import check_batches, run_batches, total_steps, with_negatives
     from trainer.errors import CodetuneError
-    from trainer.loop import TrainConfig, _run_batches, check_batches, total_steps, with_negatives
+    from trainer.loop import TrainConfig
 
     rng = random.Random(0)
     rows = []
@@ -239,7 +242,7 @@ def test_a_batch_size_the_check_accepts_lasts_the_whole_grouped_run():
             continue
         accepted.append(b)
         planned, c = with_negatives(rows, c)[:2]
-        batches = _run_batches(planned, c, world=1)
+        batches = run_batches(planned, c, world=1)
         for _ in range(total_steps(c, len(planned), 1)):
             assert len(next(batches)) == b
     assert accepted and accepted == list(range(2, max(accepted) + 1)) and max(accepted) < 16
