@@ -29,7 +29,6 @@ from trainer.config import load_config  # noqa: E402
 from trainer.errors import CodetuneError, cli_main  # noqa: E402
 from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.models import load_model  # noqa: E402
-from trainer.models.layer_lr import check_layer_lr_decay  # noqa: E402
 from trainer.models.lora import LoraSettings, apply_lora, lora_targets, merge_lora, save_adapter  # noqa: E402
 from trainer.models.memory import check_training_settings, prepare_for_training  # noqa: E402
 from trainer.models.rotation import refit, rotate  # noqa: E402
@@ -52,30 +51,24 @@ def config(argv: list[str] | None = None) -> LoraRecipeConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config(argv)
-    m = cfg.model
     session = Session(cfg, "lora")  # accelerator, seed + rank; a bad data path fails here
     if cfg.merge.alpha != 1.0:
         raise CodetuneError(f"merge.alpha: {cfg.merge.alpha} applies to full fine-tuning; scale LoRA with lora.alpha instead")
-    model = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=session.device)
+    model = load_model(cfg.model, device=session.device)
     # What needs this model is checked now, before a minute of base evaluation.
-    check_layer_lr_decay(model, cfg.train.layer_lr_decay)
-    check_training_settings(model, m.gradient_checkpointing, m.freeze_embeddings, m.attention_dropout)
+    check_training_settings(model, cfg.model)
     lora_targets(model, cfg.lora)  # a target that matches no module fails here, not as a peft traceback
-    dims = matryoshka_dims(cfg.loss, model)
-    loss_fn = MatryoshkaInfoNCE(
-        dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric,
-        cfg.loss.false_negative_margin, cfg.loss.same_type_negatives,
-    )
-    with session.run(model, dims) as rows:  # run folder, tracker, data once, base evaluation
-        if m.pca_rotation:  # rotate: truncated prefixes start from the principal axes
+    loss_fn = MatryoshkaInfoNCE.from_config(cfg.loss, matryoshka_dims(cfg.loss, model))
+    with session.run(model, loss_fn.dims) as rows:  # run folder, tracker, data once, base evaluation
+        if cfg.model.pca_rotation:  # rotate: truncated prefixes start from the principal axes
             rotate(model, rows, session.acc, fit=session.resume_from is None, seed=cfg.train.seed)
         trainable, total = apply_lora(model, cfg.lora)  # adapt: low-rank adapters; the encoder is frozen
         print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
-        prepare_for_training(model, m.gradient_checkpointing, m.freeze_embeddings, m.attention_dropout)
+        prepare_for_training(model, cfg.model)
         steps = session.fit(model, rows, loss_fn)  # fit: the adapters alone
         if steps is None:
             return EXIT_PREEMPTED  # stopped on request after a checkpoint: requeue the same command
-        if m.pca_refit:  # refit: re-sort the coordinates along the tuned model's own axes
+        if cfg.model.pca_refit:  # refit: re-sort the coordinates along the tuned model's own axes
             refit(model, rows, session.acc, seed=cfg.train.seed)
         session.evaluate(model, steps)  # the held-out split and eval.questions, after
         if session.acc.is_main_process:  # export: the adapter alone, then merged into the weights

@@ -31,7 +31,6 @@ from trainer.config import load_config  # noqa: E402
 from trainer.errors import cli_main  # noqa: E402
 from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.models import load_model  # noqa: E402
-from trainer.models.layer_lr import check_layer_lr_decay  # noqa: E402
 from trainer.models.memory import check_training_settings, prepare_for_training  # noqa: E402
 from trainer.models.merge import interpolate, snapshot  # noqa: E402
 from trainer.models.rotation import refit, rotate  # noqa: E402
@@ -49,28 +48,22 @@ def config(argv: list[str] | None = None) -> FineTuneConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config(argv)
-    m = cfg.model
     session = Session(cfg, "matryoshka")  # accelerator, seed + rank; a bad data path fails here
-    model = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=session.device)
+    model = load_model(cfg.model, device=session.device)
     # What needs this model is checked now, before a minute of base evaluation.
-    check_layer_lr_decay(model, cfg.train.layer_lr_decay)
-    check_training_settings(model, m.gradient_checkpointing, m.freeze_embeddings, m.attention_dropout)
-    dims = matryoshka_dims(cfg.loss, model)
-    loss_fn = MatryoshkaInfoNCE(
-        dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, cfg.loss.gather_across_devices, cfg.loss.symmetric,
-        cfg.loss.false_negative_margin, cfg.loss.same_type_negatives,
-    )
-    with session.run(model, dims) as rows:  # run folder, tracker, data once, base evaluation
-        if m.pca_rotation:  # rotate: truncated prefixes start from the principal axes
+    check_training_settings(model, cfg.model)
+    loss_fn = MatryoshkaInfoNCE.from_config(cfg.loss, matryoshka_dims(cfg.loss, model))
+    with session.run(model, loss_fn.dims) as rows:  # run folder, tracker, data once, base evaluation
+        if cfg.model.pca_rotation:  # rotate: truncated prefixes start from the principal axes
             rotate(model, rows, session.acc, fit=session.resume_from is None, seed=cfg.train.seed)
         base = snapshot(model) if cfg.merge.alpha != 1.0 else None
-        prepare_for_training(model, m.gradient_checkpointing, m.freeze_embeddings, m.attention_dropout)
+        prepare_for_training(model, cfg.model)
         steps = session.fit(model, rows, loss_fn)  # fit: every weight, InfoNCE on each truncated prefix
         if steps is None:
             return EXIT_PREEMPTED  # stopped on request after a checkpoint: requeue the same command
         if base is not None:  # interpolate (WiSE-FT): base + alpha * (tuned - base)
             interpolate(model, base, cfg.merge.alpha)
-        if m.pca_refit:  # refit: re-sort the coordinates along the tuned model's own axes
+        if cfg.model.pca_refit:  # refit: re-sort the coordinates along the tuned model's own axes
             refit(model, rows, session.acc, seed=cfg.train.seed)
         session.evaluate(model, steps)  # the held-out split and eval.questions, after
         session.finish(model)  # export: final/, eval.json, tables, model card

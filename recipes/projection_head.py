@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         raise CodetuneError("projection_head: runs in one process; launch it without --num_processes")
     m = cfg.model
     cfg.data.check_paths()
-    base = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device)).eval()
+    base = load_model(cfg.model, device=str(acc.device)).eval()
     dims = run.matryoshka_dims(cfg.loss, base)
-    loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)
+    loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)  # one process
     with run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         _, tracker = run.start(cfg, run_dir, acc, "projection_head")
         data = run.load_data_once(cfg.data, run_dir, base, acc)

@@ -36,7 +36,6 @@ class WorkerConfig:
     dims: list[int] = field(default_factory=lambda: [32, 16])
     gather: bool = True
     symmetric: bool = False
-    same_type: bool = False
     poison_step: int = 0  # >0: the loss turns NaN on this step, to test the divergence guard
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(wandb="disabled"))
@@ -71,8 +70,7 @@ def main() -> None:  # noqa: D103
     with run_folder(cfg.output_dir, "worker", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc)
         model = load_model(model_dir, cfg.preset, device=str(acc.device))
-        loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather, symmetric=cfg.symmetric,
-                                    same_type_negatives=cfg.same_type)
+        loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather, symmetric=cfg.symmetric)
         if cfg.poison_step:
             loss_fn = poisoned(loss_fn, cfg.poison_step * cfg.train.gradient_accumulation_steps)
         trainer = Trainer(model, fixture_rows(cfg.train.hard_negatives), loss_fn, cfg.train, acc, run_dir, tracker)

@@ -30,7 +30,6 @@ from trainer.data.batches import batch_texts, length_order, run_batches, total_s
 from trainer.errors import CodetuneError, RunFailed
 from trainer.losses import MatryoshkaInfoNCE
 from trainer.models.forward import PairEncoder, count_tokens, tokenize
-from trainer.models.layer_lr import layerwise_param_groups
 from trainer.preemption import Preempted, StopRequest
 from trainer.tracking import Tracker
 
@@ -42,7 +41,6 @@ class TrainConfig:
     grad_cache_chunk: int = 0  # >0: GradCache, memory of this many rows while the batch stays batch_size
     hard_negatives: int | None = None  # per query, from the data's `negatives`; None: the most any row has (short rows topped up at random)
     lr: float = 5.0e-5
-    layer_lr_decay: float = 1.0  # <1: each encoder layer trains at this times the lr of the one above it
     weight_decay: float = 0.01
     adam_eps: float = 1.0e-8  # AdamW's epsilon; larger damps updates of parameters with near-zero gradients
     warmup_ratio: float = 0.1
@@ -65,8 +63,6 @@ class TrainConfig:
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
-        if not 0 < self.layer_lr_decay <= 1:
-            raise CodetuneError(f"train.layer_lr_decay: {self.layer_lr_decay} must be in (0, 1]")
         if self.length_buckets < 1:
             raise CodetuneError(f"train.length_buckets: {self.length_buckets} must be 1 or more")
         if not 0 < self.source_share <= 1:
@@ -115,9 +111,8 @@ class Trainer:
         self.loss_fn = loss_fn
         self.world = accelerator.num_processes
         self.steps = total_steps(cfg, len(rows), self.world)
-        groups = layerwise_param_groups(model, cfg.lr, cfg.layer_lr_decay)
-        params = [p for g in groups for p in g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW([{"params": params, "lr": cfg.lr}], lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
         # Not passed to prepare(): accelerate would step a prepared scheduler once per process.
         self.scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.steps), self.steps)
         self.model, self.optimizer = accelerator.prepare(PairEncoder(model), optimizer)
@@ -246,7 +241,7 @@ class Trainer:
                 if step % cfg.log_every == 0 or step == self.steps or step == start + 1:
                     metrics = {
                         "loss": loss_mean,
-                        "lr": self.scheduler.get_last_lr()[-1],  # the top layers' (groups run bottom up)
+                        "lr": self.scheduler.get_last_lr()[-1],
                         "grad_norm": float(grad_norm),
                         "pairs_per_s": b * self.world * accum / dt,
                         "tokens_per_s": stats[1].item() / dt,

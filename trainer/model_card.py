@@ -125,8 +125,7 @@ def _eval_results(after: dict, facts: RunFacts) -> list[EvalResult]:
 
 def _method(facts: RunFacts, dims: list[str]) -> str:
     cfg, loss = facts.config, facts.config.loss
-    rivals = ", queries and documents also against their own kind (GTE)" if loss.same_type_negatives else ""
-    objective = (f"InfoNCE (temperature {loss.temperature}{', both directions' if loss.symmetric else ''}{rivals}) "
+    objective = (f"InfoNCE (temperature {loss.temperature}{', both directions' if loss.symmetric else ''}) "
                  f"summed over the Matryoshka dimensions {', '.join(dims)}")
     if facts.recipe == "projection_head":
         h = cfg.head

@@ -29,54 +29,13 @@ from trainer.evaluator import default_dims, evaluate, resolve_dims
 from trainer.fileio import atomic_write_json
 from trainer.hardware import resolve_precision, use_cpu_threads
 from trainer.hub import HubConfig, push
+from trainer.losses import LossConfig
 from trainer.model_card import RunFacts, write_cards
+from trainer.models import ModelConfig
 from trainer.retrieval import Share
 from trainer.run_folder import check_resume_config
 from trainer.tables import before_after_table, print_table
 from trainer.tracking import Tracker, TrackingConfig, uses_wandb
-
-
-@dataclass
-class ModelConfig:
-    name: str = "default"  # default (all-MiniLM-L6-v2, embedded), a local folder, or a hub name
-    preset: str | None = None  # bge | codebert | decoder | qwen3-embedding | gte-qwen2 | none; None: guessed from the name
-    max_seq_length: int = 256  # tokens; code is long, attention cost grows with the square of this
-    trust_remote_code: bool = False  # run code shipped with a hub model; only for repositories you trust
-    # Recompute activations during backward: activation memory of one layer instead of all, for
-    # one more forward pass (1.3-1.4x the time per step, bench/decoder_memory.py). Same results, tested.
-    gradient_checkpointing: bool = False
-    # Token embeddings keep the base model's values: AdamW keeps no state for the vocabulary
-    # matrix (about half of MiniLM's weights); quality measured unchanged (within 0.1).
-    freeze_embeddings: bool = False
-    # Dropout on attention probabilities while training; None keeps the model's own (0.1 for BERT,
-    # MPNet). 0 lets CPUs use fused attention: half the activation memory (trainer.models.memory).
-    attention_dropout: float | None = None
-    # Rotate the embedding space onto its principal axes (fitted on 512 training rows, ~30 s) before
-    # training, so truncated prefixes start from the most informative coordinates. Orthogonal:
-    # full-dim similarity is unchanged; saved as a frozen Dense module (trainer.models.rotation).
-    pca_rotation: bool = False
-    # After training (and merge.alpha), re-sort the coordinates along the tuned model's own
-    # principal axes, folded into the rotation (another ~30 s; full-dim similarity unchanged).
-    pca_refit: bool = False
-
-    def __post_init__(self) -> None:
-        if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
-            raise CodetuneError(f"model.attention_dropout: {self.attention_dropout} must be in [0, 1), or null for the model's own")
-
-
-@dataclass
-class LossConfig:
-    temperature: float = 0.05  # lower: sharper softmax, harder negatives weigh more
-    matryoshka_dims: list[int] = field(default_factory=list)  # empty: full dim and 512/256/128/64 below it
-    matryoshka_weights: list[float] | None = None  # one per dim; None: all 1
-    gather_across_devices: bool = True  # every process's documents are negatives for every query
-    symmetric: bool = False  # also score each document against every query (document -> query InfoNCE)
-    # Cosine above the positive's by more than this: the candidate is taken for an unlabelled
-    # answer and left out of that query's softmax. None: every candidate counts as a negative.
-    false_negative_margin: float | None = None
-    # Other queries rival a query and other documents a document, in one softmax per pair
-    # (GTE's improved contrastive loss); free per step.
-    same_type_negatives: bool = False
 
 
 @dataclass

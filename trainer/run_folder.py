@@ -162,6 +162,10 @@ def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrit
 RESUME_FREE_KEYS = ("output_dir", "overwrite", "resume_from_checkpoint", "cpu_threads", "collective_timeout_s", "tracking.", "eval.", "hub.",
                     "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "model.gradient_checkpointing")
 
+# Knobs taken out of the code (docs/tried-not-kept.md) and the value each had by default: a run
+# saved with that value computed what this code computes, so it may still be resumed.
+RETIRED_DEFAULTS = {"loss.false_negative_margin": None, "loss.same_type_negatives": False, "train.layer_lr_decay": 1.0}
+
 
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
@@ -182,6 +186,7 @@ def check_resume_config(saved_file: Path, cfg) -> None:
     if not saved_file.is_file():
         return
     saved = _flat(yaml.safe_load(saved_file.read_text()) or {})
+    saved = {key: value for key, value in saved.items() if key not in RETIRED_DEFAULTS or RETIRED_DEFAULTS[key] != value}
     now = _flat(to_dict(cfg))
     changed = [
         f"{key} ({saved.get(key)!r} -> {now.get(key)!r})"
