@@ -110,13 +110,13 @@ def step(folder: Path, preset: str, checkpointing: bool) -> dict:
     import torch
 
     from trainer.losses import MatryoshkaInfoNCE
-    from trainer.models import load_model
+    from trainer.models import ModelConfig, load_model
     from trainer.models.forward import PairEncoder, tokenize
     from trainer.models.memory import prepare_for_training
 
     torch.set_num_threads(2)
     model = load_model(str(folder), preset=preset, max_seq_length=512).float()
-    prepare_for_training(model, checkpointing)
+    prepare_for_training(model, ModelConfig(gradient_checkpointing=checkpointing))
     model.train()
     model.prompts = {"query": "", "document": ""}  # both models see exactly the same number of tokens
     encoder = PairEncoder(model)

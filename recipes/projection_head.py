@@ -37,6 +37,7 @@ from trainer.model_card import RunFacts, data_summary  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.models.projection import QueryHead, fit_query_head, with_query_head  # noqa: E402
 from trainer.retrieval import check_compute, resolve_compute  # noqa: E402
+from trainer.run_folder import run_folder  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "projection_head.yaml"
 
@@ -84,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         raise CodetuneError("projection_head: runs in one process; launch it without --num_processes")
     m = cfg.model
     cfg.data.check_paths()
-    base = load_model(m.name, m.preset, m.max_seq_length, m.trust_remote_code, device=str(acc.device)).eval()
+    base = load_model(cfg.model, device=str(acc.device)).eval()
     dims = run.matryoshka_dims(cfg.loss, base)
-    loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)
-    with run.run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
+    loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)  # one process
+    with run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         _, tracker = run.start(cfg, run_dir, acc, "projection_head")
         data = run.load_data_once(cfg.data, run_dir, base, acc)
         eval_data = data.eval_data

@@ -38,9 +38,6 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("data: no such source", [RECIPE, *run, "data.source=./no/such/tree"], "data.source"),
         ("data: rows without a positive", [RECIPE, *run, f"data.source={tmp / 'bad.jsonl'}"], "positive"),
         ("dims: larger than the model", [RECIPE, *run, "loss.matryoshka_dims=[999]"], "matryoshka_dims"),
-        ("model: layer-wise lr on a model without layers",
-         [RECIPE, *run, f"model.name={tmp / 'static-model'}", "loss.matryoshka_dims=[8]",
-          "loss.matryoshka_weights=null", "train.layer_lr_decay=0.8"], "train.layer_lr_decay"),
         ("evaluation set: missing folder", [RECIPE, *run, "data.eval=./no-beir"], "data.eval"),
         ("head: negative rank", [HEAD, *run, "head.rank=-1"], "head.rank"),
         ("head: unknown compute", [HEAD, *run, "head.compute=fp8"], "head.compute"),
@@ -71,7 +68,7 @@ def inputs(tmp_path_factory) -> Path:
     from tokenizers import Tokenizer, models
 
     tmp = tmp_path_factory.mktemp("inputs")
-    # A model whose parameters sit in no numbered layer: nothing for train.layer_lr_decay to decay over.
+    # A model with no layers, attention or transformer: nothing for the model.* training knobs to act on.
     tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "def": 1}, unk_token="[UNK]"))
     SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=8)], device="cpu").save(str(tmp / "static-model"))
     return tmp
@@ -118,7 +115,6 @@ def test_plain_accelerate_launch_quiet_shows_the_recipe_line_alone(tmp_path):
 @pytest.mark.parametrize(
     "recipe, knobs, needle",
     [
-        ("matryoshka", ["train.layer_lr_decay=0.8", "model.attention_dropout=null"], "train.layer_lr_decay"),
         ("matryoshka", ["model.attention_dropout=0"], "model.attention_dropout"),
         ("matryoshka", ["model.attention_dropout=null", "model.freeze_embeddings=true"], "model.freeze_embeddings"),
         ("matryoshka", ["model.attention_dropout=null", "model.gradient_checkpointing=true"], "model.gradient_checkpointing"),

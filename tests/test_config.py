@@ -102,7 +102,7 @@ def test_every_shipped_recipe_has_a_config_and_its_default_ships():
 
 def test_yes_no_on_off_stay_strings():
     """YAML 1.1 reads `no` as false; `mixed_precision=no` must mean the string "no"."""
-    from trainer.finetune import FineTuneConfig
+    from trainer.session import FineTuneConfig
 
     cfg = load_config(FineTuneConfig, ["mixed_precision=no", "overwrite=true"])
     assert cfg.mixed_precision == "no" and cfg.overwrite is True

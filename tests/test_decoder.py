@@ -16,7 +16,7 @@ from test_training import assert_same_weights, launch, losses, weights
 
 from trainer.checkpoint import export_model
 from trainer.errors import CodetuneError
-from trainer.models import load_model
+from trainer.models import ModelConfig, load_model
 from trainer.models.lora import LoraSettings, apply_lora, merge_lora
 from trainer.models.memory import enable_gradient_checkpointing, prepare_for_training
 from trainer.models.presets import PRESETS, Preset, end_with_eos, preset_for_name
@@ -109,15 +109,15 @@ def test_a_tokenizer_that_already_appends_it_gets_no_second_end_of_text_token(ti
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_decoder_weights_load_in_bf16_where_supported_and_train_in_fp32(tiny_qwen3, monkeypatch, bf16):
-    monkeypatch.setattr("trainer.run.bf16_supported", lambda: bf16)
+    monkeypatch.setattr("trainer.hardware.bf16_supported", lambda: bf16)
     frozen = torch.bfloat16 if bf16 else torch.float32
     model = load_model(str(tiny_qwen3), preset="decoder")
     assert {p.dtype for p in model.parameters()} == {frozen}
-    prepare_for_training(model, gradient_checkpointing=False)  # full fine-tuning trains every weight
+    prepare_for_training(model, ModelConfig())  # full fine-tuning trains every weight
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     lora = load_model(str(tiny_qwen3), preset="decoder")
     apply_lora(lora, LoraSettings(rank=2))
-    prepare_for_training(lora, gradient_checkpointing=False)
+    prepare_for_training(lora, ModelConfig())
     assert {p.dtype for p in lora.parameters() if p.requires_grad} == {torch.float32}
     assert {p.dtype for p in lora.parameters() if not p.requires_grad} == {frozen}
     assert torch.isfinite(torch.as_tensor(lora.encode_query(TEXTS))).all()

@@ -158,7 +158,7 @@ def test_two_processes_at_once_get_one_complete_folder(fake):
 
 def test_mpnet_config_loads_with_its_recipe():
     from trainer.config import load_config
-    from trainer.finetune import FineTuneConfig
+    from trainer.session import FineTuneConfig
 
     cfg = load_config(FineTuneConfig, ["--config", str(ROOT / "recipes" / "configs" / "mpnet.yaml")])
     assert embedded.ALIASES[cfg.model.name] is MPNET

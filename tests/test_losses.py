@@ -21,20 +21,6 @@ def test_info_nce_by_hand():
     assert info_nce(q, c, torch.tensor([0, 1]), t).item() == pytest.approx(expected.item())
 
 
-def test_false_negative_margin_masks_only_candidates_that_beat_the_positive_by_the_margin():
-    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    # query 0: positive at cosine 0.6, candidate 2 at 1.0 (beats it by 0.4), candidate 1 at 0.
-    c = F.normalize(torch.tensor([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]]), dim=-1)
-    t = 0.5
-    s = q @ c.T / t
-    masked0 = -(s[0, 0] - torch.logsumexp(s[0, :2], 0))  # candidate 2 left out of query 0's softmax
-    full1 = -(s[1, 1] - torch.logsumexp(s[1], 0))  # nothing beats query 1's positive
-    loss = info_nce(q, c, torch.tensor([0, 1]), t, false_negative_margin=0.3)
-    assert loss.item() == pytest.approx(((masked0 + full1) / 2).item())
-    # a margin wider than the gap masks nothing: plain InfoNCE
-    assert info_nce(q, c, torch.tensor([0, 1]), t, 0.5).item() == pytest.approx(info_nce(q, c, torch.tensor([0, 1]), t).item())
-
-
 def test_perfect_separation_drives_loss_to_zero():
     q = torch.eye(4)
     assert info_nce(q, q, torch.arange(4), temperature=0.01).item() < 1e-6
@@ -98,8 +84,8 @@ def test_training_forward_matches_encode(tiny_bert):
 
 
 def test_fill_negatives_tops_up_without_the_positive():
+    from trainer.data.batches import fill_negatives
     from trainer.errors import CodetuneError
-    from trainer.loop import fill_negatives
 
     rows = [{"query": f"q{i}", "positive": f"p{i}", "negatives": ["n"] * (i % 3)} for i in range(10)]
     out, filled = fill_negatives(rows, 2, seed=0)
@@ -118,40 +104,3 @@ def test_weights_and_temperature_are_checked_naming_the_key():
         MatryoshkaInfoNCE(dims=[32, 16, 8], weights=[1.0, 2.0])
     with pytest.raises(CodetuneError, match="loss.temperature: 0.0 must be above 0"):
         MatryoshkaInfoNCE(dims=[8], temperature=0.0)
-    with pytest.raises(CodetuneError, match="loss.false_negative_margin: -0.1 must be 0 or more"):
-        MatryoshkaInfoNCE(dims=[8], false_negative_margin=-0.1)
-
-
-@pytest.mark.parametrize("symmetric,hard", [(True, 0), (False, 0), (True, 2)])
-def test_same_type_negatives_equal_sentence_transformers_joint_directions(symmetric, hard):
-    """GTE's joint softmax == MultipleNegativesRankingLoss(directions=..., partition_mode="joint") at each dim."""
-    g = torch.Generator().manual_seed(0)
-    b, dims, t = 5, [16, 8], 0.05
-    q, p = torch.randn(b, 16, generator=g), torch.randn(b, 16, generator=g)
-    neg = torch.randn(b * hard, 16, generator=g) if hard else None  # ours: grouped by query
-    ours, per_dim = MatryoshkaInfoNCE(dims=dims, temperature=t, gather=False, symmetric=symmetric,
-                                      same_type_negatives=True)(q, p, neg)
-    directions = ("query_to_doc", "query_to_query") + (("doc_to_query",) if symmetric else ()) + ("doc_to_doc",)
-    reference = MultipleNegativesRankingLoss(None, scale=1 / t, directions=directions, partition_mode="joint")
-    columns = [] if neg is None else [neg.view(b, hard, -1)[:, k] for k in range(hard)]  # theirs: one column per k
-    for dim in dims:
-        theirs = reference.compute_loss_from_embeddings([x[:, :dim] for x in [q, p, *columns]], None)
-        assert per_dim[dim].item() == pytest.approx(theirs.item(), rel=1e-5)
-    plain, _ = MatryoshkaInfoNCE(dims=dims, temperature=t, gather=False, symmetric=symmetric)(q, p, neg)
-    assert ours.item() > plain.item()  # more rivals in every softmax
-
-
-def test_same_type_negatives_mask_suspects_of_every_kind():
-    """With a margin, a rival query or document that beats the positive leaves that pair's softmax, as a document would."""
-    q = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0]])  # q0.q1 = 0.8
-    p = torch.tensor([[0.6, 0.0, 0.8], [0.0, 0.6, 0.8]])  # d0.d1 = 0.64; q0.d0 = 0.6, q0.d1 = 0; q1.d1 = 0.36, q1.d0 = 0.48
-    t = 0.5
-    with_margin, _ = MatryoshkaInfoNCE(dims=[3], temperature=t, gather=False, same_type_negatives=True,
-                                       false_negative_margin=0.1)(q, p)
-    # pair 0 (positive 0.6): q1 (0.8) is out, d1 (0.64, within the margin) and q0.d1 stay
-    l0 = torch.logsumexp(torch.tensor([0.6, 0.0, 0.64]) / t, 0) - 0.6 / t
-    # pair 1 (positive 0.36): d0 as a document (0.48), q0 (0.8) and d0 as a rival of d1 (0.64) are all out
-    l1 = 0.0
-    assert with_margin.item() == pytest.approx(((l0 + l1) / 2).item(), rel=1e-5)
-    without, _ = MatryoshkaInfoNCE(dims=[3], temperature=t, gather=False, same_type_negatives=True)(q, p)
-    assert without.item() > with_margin.item()

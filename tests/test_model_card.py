@@ -43,8 +43,8 @@ def facts_for(cfg, recipe="matryoshka"):
 @pytest.fixture
 def tiny_run(tiny_bert, tmp_path):
     """A run folder whose final/ holds the tiny BERT (BGE preset), with the config that names it."""
-    from trainer.finetune import FineTuneConfig
     from trainer.models import load_model
+    from trainer.session import FineTuneConfig
 
     model = load_model(str(tiny_bert), preset="bge")
     run_dir = tmp_path / "run"
@@ -131,7 +131,7 @@ def _finish(run_dir, model, cfg):
 def test_hub_repo_id_pushes_exactly_final_with_its_card(tiny_run, hub, capsys):
     from sentence_transformers import SentenceTransformer
 
-    from trainer.finetune import FineTuneConfig
+    from trainer.session import FineTuneConfig
 
     run_dir, model, cfg = tiny_run
     cfg = load_config(FineTuneConfig, [f"model.name={cfg.model.name}", "model.preset=bge", "loss.matryoshka_dims=[32,16]",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainer.errors import CodetuneError
-from trainer.run import resolve_precision, use_cpu_threads
+from trainer.hardware import resolve_precision, use_cpu_threads
 
 
 def test_cpu_threads_share_the_cores_among_local_processes(monkeypatch):
@@ -25,11 +25,11 @@ def test_cpu_threads_share_the_cores_among_local_processes(monkeypatch):
 
 
 def test_mixed_precision_auto_picks_by_hardware(monkeypatch):
-    import trainer.run as run
+    from trainer import hardware
 
-    monkeypatch.setattr(run, "bf16_supported", lambda: True)
+    monkeypatch.setattr(hardware, "bf16_supported", lambda: True)
     assert resolve_precision("auto") == "bf16"
-    monkeypatch.setattr(run, "bf16_supported", lambda: False)
+    monkeypatch.setattr(hardware, "bf16_supported", lambda: False)
     assert resolve_precision("auto") == "no"
     assert resolve_precision(None) is None and resolve_precision("fp16") == "fp16"
     with pytest.raises(CodetuneError, match="mixed_precision: expected auto, no, fp16 or bf16, got 'fast'"):

@@ -20,6 +20,7 @@ from trainer.loop import TrainConfig, Trainer  # noqa: E402
 from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.preemption import EXIT_PREEMPTED, Preempted  # noqa: E402
+from trainer.run_folder import run_folder  # noqa: E402
 from trainer.tracking import TrackingConfig  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir_code"
@@ -35,7 +36,6 @@ class WorkerConfig:
     dims: list[int] = field(default_factory=lambda: [32, 16])
     gather: bool = True
     symmetric: bool = False
-    same_type: bool = False
     poison_step: int = 0  # >0: the loss turns NaN on this step, to test the divergence guard
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(wandb="disabled"))
@@ -67,11 +67,10 @@ def main() -> None:  # noqa: D103
     model_dir = sys.argv[1]
     cfg = load_config(WorkerConfig, sys.argv[2:])
     acc = run.make_accelerator(None, cfg.tracking, cfg.train.seed, cfg.cpu_threads)
-    with run.run_folder(cfg.output_dir, "worker", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
+    with run_folder(cfg.output_dir, "worker", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc)
         model = load_model(model_dir, cfg.preset, device=str(acc.device))
-        loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather, symmetric=cfg.symmetric,
-                                    same_type_negatives=cfg.same_type)
+        loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather, symmetric=cfg.symmetric)
         if cfg.poison_step:
             loss_fn = poisoned(loss_fn, cfg.poison_step * cfg.train.gradient_accumulation_steps)
         trainer = Trainer(model, fixture_rows(cfg.train.hard_negatives), loss_fn, cfg.train, acc, run_dir, tracker)

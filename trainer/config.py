@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -25,8 +26,16 @@ from typing import Any, TypeVar
 import yaml
 
 from trainer.errors import CodetuneError
+from trainer.fileio import atomic_write_text
 
 T = TypeVar("T")
+
+
+def recipes_dir() -> Path:
+    """The shipped recipes and their configs: ``trainer/recipes`` when installed, ``recipes/`` beside ``trainer/`` in a checkout."""
+    here = Path(__file__).resolve().parent
+    installed = here / "recipes"
+    return installed if installed.is_dir() else here.parent / "recipes"
 
 
 class _Loader(yaml.SafeLoader):
@@ -160,8 +169,6 @@ def _base_path(path: Path, base: Any) -> Path:
         raise CodetuneError(f"{path}: base: expected a file path or a config name, got {base!r}")
     candidates = [path.parent / base]
     if not base.endswith((".yaml", ".yml")) and "/" not in base:
-        from trainer.launch import recipes_dir
-
         candidates += [path.parent / f"{base}.yaml", recipes_dir() / "configs" / f"{base}.yaml"]
     for candidate in candidates:
         if candidate.is_file():
@@ -199,8 +206,6 @@ def load_config(cls: type[T], argv: list[str] | None = None, default_file: str |
         argv: command-line words (``sys.argv[1:]`` when None).
         default_file: YAML used when ``--config`` is not given.
     """
-    import sys
-
     config_file, overrides = split_argv(sys.argv[1:] if argv is None else argv)
     config_file = config_file or default_file
     cfg = cls()
@@ -226,6 +231,4 @@ def to_dict(cfg: Any) -> dict:
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically) so a run can be reproduced from its folder."""
-    from trainer.fileio import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

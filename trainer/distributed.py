@@ -118,7 +118,7 @@ def join_launch(timeout_s: int = 1800) -> torch.device:
     Started without a launcher it forms no group: one process on the best device. On a machine
     without GPUs, N launched processes join over gloo (accelerate does that only when told ``cpu``).
     """
-    from accelerate import PartialState
+    from accelerate import PartialState  # here: `codetune search` imports this module and never needs accelerate
 
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = PartialState(cpu=cpu, timeout=timedelta(seconds=timeout_s)).device

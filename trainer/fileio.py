@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from trainer.errors import CodetuneError
+
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write(file)`` on a temporary sibling of ``path``, then rename it over ``path``.
@@ -46,8 +48,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_text(path: str | os.PathLike) -> str:
     """A UTF-8 file's text; a missing or non-UTF-8 file is a one-line :class:`CodetuneError`."""
-    from trainer.errors import CodetuneError
-
     path = Path(path)
     if not path.is_file():
         raise CodetuneError(f"{path}: file not found")
@@ -63,8 +63,6 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     Raises:
         CodetuneError: naming the file and line of a malformed line or one that is not an object.
     """
-    from trainer.errors import CodetuneError
-
     for lineno, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip():
             continue

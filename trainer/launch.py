@@ -31,16 +31,10 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from trainer.config import recipes_dir
 from trainer.errors import CodetuneError
 
 HELP_FLAGS = ("-h", "--help")
-
-
-def recipes_dir() -> Path:
-    """The shipped recipes: ``trainer/recipes`` when installed, ``recipes/`` beside ``trainer/`` in a checkout."""
-    here = Path(__file__).resolve().parent
-    installed = here / "recipes"
-    return installed if installed.is_dir() else here.parent / "recipes"
 
 
 def shipped_recipes() -> list[str]:
@@ -96,7 +90,7 @@ def check_config(module: ModuleType, args: list[str]) -> None:
     """
     if not callable(getattr(module, "config", None)):
         return
-    from trainer.run import resolve_precision
+    from trainer.hardware import resolve_precision  # here, not at the top: keeps torch off `codetune train --help`
 
     cfg = module.config(args)
     if getattr(cfg, "data", None) is not None:

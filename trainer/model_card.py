@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from huggingface_hub import EvalResult, ModelCardData
+from huggingface_hub import EvalResult, ModelCardData, metadata_load, try_to_load_from_cache
 
 from trainer import __version__
 from trainer.config import to_dict
 from trainer.fileio import atomic_write_text
+from trainer.models import DEFAULT_ALIASES, embedded_default_path, is_asymmetric
 
 DEFAULT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the embedded default's hub name
 CARD_METRICS = (("ndcg@10", "ndcg_at_10", "NDCG@10"), ("mrr@10", "mrr_at_10", "MRR@10"), ("recall@10", "recall_at_10", "Recall@10"))
@@ -80,10 +81,6 @@ def base_model(spec: str) -> tuple[str | None, str | None, str]:
     The licence is read from the base's own card: the embedded default's, a local folder's, or a
     hub model's in the local cache (nothing is downloaded).
     """
-    from huggingface_hub import metadata_load, try_to_load_from_cache
-
-    from trainer.models import DEFAULT_ALIASES, embedded_default_path
-
     if spec.lower() in DEFAULT_ALIASES:
         hub_id, readme = DEFAULT_HUB_ID, embedded_default_path() / "README.md"
     elif Path(spec).expanduser().exists():
@@ -130,8 +127,7 @@ def _eval_results(after: dict, facts: RunFacts) -> list[EvalResult]:
 
 def _method(facts: RunFacts, dims: list[str]) -> str:
     cfg, loss = facts.config, facts.config.loss
-    rivals = ", queries and documents also against their own kind (GTE)" if loss.same_type_negatives else ""
-    objective = (f"InfoNCE (temperature {loss.temperature}{', both directions' if loss.symmetric else ''}{rivals}) "
+    objective = (f"InfoNCE (temperature {loss.temperature}{', both directions' if loss.symmetric else ''}) "
                  f"summed over the Matryoshka dimensions {', '.join(dims)}")
     if facts.recipe == "projection_head":
         h = cfg.head
@@ -152,8 +148,6 @@ def _method(facts: RunFacts, dims: list[str]) -> str:
 
 
 def _asymmetry(model) -> str:
-    from trainer.models import is_asymmetric
-
     prompt = (model.prompts or {}).get("query")
     notes = [f"`encode_query` puts the prompt {prompt!r} before each query; `encode_document` adds none."] if prompt else []
     if is_asymmetric(model):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
+from trainer import hardware
 from trainer.distributed import all_gather_rows
 from trainer.errors import CodetuneError
 
@@ -38,9 +39,7 @@ def resolve_compute(compute: str) -> str:
     """``auto``: ``bf16`` where the hardware has bf16 matrix units (as training's ``mixed_precision: auto``), else ``fp32``."""
     check_compute(compute)
     if compute == "auto":
-        from trainer.run import bf16_supported  # the one hardware check; imported late to avoid a cycle
-
-        return "bf16" if bf16_supported() else "fp32"
+        return "bf16" if hardware.bf16_supported() else "fp32"
     return compute
 
 

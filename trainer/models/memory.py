@@ -18,47 +18,38 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Transformer
 
 from trainer.errors import CodetuneError
+from trainer.models import ModelConfig
 
 
-def prepare_for_training(
-    model: SentenceTransformer,
-    gradient_checkpointing: bool,
-    freeze_embeddings: bool = False,
-    attention_dropout: float | None = None,
-) -> None:
+def prepare_for_training(model: SentenceTransformer, cfg: ModelConfig) -> None:
     """Make trained weights fp32 and, if asked, freeze the token embeddings, set the attention
     dropout and turn on gradient checkpointing; in place, after any LoRA.
 
     Raises:
         CodetuneError: as :func:`check_training_settings` does, which a recipe calls at setup.
     """
-    if freeze_embeddings:
+    if cfg.freeze_embeddings:
         freeze_token_embeddings(model)
-    if attention_dropout is not None:
-        set_attention_dropout(model, attention_dropout)
+    if cfg.attention_dropout is not None:
+        set_attention_dropout(model, cfg.attention_dropout)
     for p in model.parameters():
         if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
             p.data = p.data.float()
-    if gradient_checkpointing:
+    if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
 
 
-def check_training_settings(
-    model: SentenceTransformer,
-    gradient_checkpointing: bool,
-    freeze_embeddings: bool = False,
-    attention_dropout: float | None = None,
-) -> None:
+def check_training_settings(model: SentenceTransformer, cfg: ModelConfig) -> None:
     """Raise now the error :func:`prepare_for_training` would raise after the base evaluation.
 
     Changes nothing. The same targets are found before and after LoRA: :func:`_hf_models` looks
     through a peft wrapper.
     """
-    if freeze_embeddings:
+    if cfg.freeze_embeddings:
         _embedding_tables(model)
-    if attention_dropout is not None:
+    if cfg.attention_dropout is not None:
         _attention_dropouts(model)
-    if gradient_checkpointing:
+    if cfg.gradient_checkpointing:
         _checkpointable(model)
 
 

@@ -9,9 +9,18 @@ CVPR 2022; LM-Cocktail does the same for BGE). It costs nothing at inference: on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from trainer.errors import CodetuneError
+
+
+@dataclass
+class MergeConfig:
+    # Weight of the tuned model when it is averaged with its base (WiSE-FT): final = base +
+    # alpha * (tuned - base). 1: the tuned model as trained. Lower keeps more general search.
+    alpha: float = 1.0
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

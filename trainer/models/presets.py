@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from tokenizers import processors
 
+from trainer import hardware
 from trainer.errors import CodetuneError
 
 
@@ -75,9 +76,7 @@ def weight_dtype(preset: Preset) -> dict:
     """
     if not preset.decoder:
         return {}
-    from trainer.run import bf16_supported  # the one hardware check; run.py is imported late to avoid a cycle
-
-    return {"torch_dtype": torch.bfloat16 if bf16_supported() else torch.float32}
+    return {"torch_dtype": torch.bfloat16 if hardware.bf16_supported() else torch.float32}
 
 
 def end_with_eos(tokenizer, preset: Preset) -> None:

@@ -12,6 +12,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize, Router
 from sentence_transformers.sentence_transformer.modules import Dense
 
+from trainer.data.sampler import plan_batches
 from trainer.errors import CodetuneError
 
 
@@ -91,8 +92,6 @@ def fit_query_head(
     Returns:
         The mean loss of each epoch.
     """
-    from trainer.data.sampler import plan_batches
-
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     curve = []
     for epoch in range(epochs):

@@ -1,0 +1,124 @@
+"""One fine-tuning run's boilerplate, in one object, so that a recipe's file shows its method alone.
+
+    session = Session(cfg, "matryoshka")          # accelerator (seeded per process), data paths checked
+    model = load_model(cfg.model, device=session.device)
+    with session.run(model, dims) as rows:         # run folder, config, tracker; data once; base evaluation
+        ...                                        # the recipe's method: rotate, adapt, fit, merge, ...
+        steps = session.fit(model, rows, loss_fn)  # the training loop; None when stopped on request
+        session.evaluate(model, steps)             # the held-out split and eval.questions, after
+        session.finish(model)                      # eval.json, tables, final/, model cards, hub
+
+What happens once (the data, the base evaluation, the export) happens inside, at these few points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sentence_transformers import SentenceTransformer
+
+from trainer import run
+from trainer.data.batches import check_batches
+from trainer.data.questions import question_set
+from trainer.loop import TrainConfig, Trainer
+from trainer.losses import MatryoshkaInfoNCE
+from trainer.model_card import RunFacts, data_summary
+from trainer.models.merge import MergeConfig
+from trainer.preemption import Preempted, StopRequest
+from trainer.run_folder import run_folder
+
+
+@dataclass
+class FineTuneConfig(run.RunConfig):
+    """What the fine-tuning recipes share: a run, how the tuned model is merged, precision and the loop."""
+
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    mixed_precision: str | None = None  # auto (bf16 where the hardware has it) | no | fp16 | bf16; None: as accelerate launch says
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class Session:
+    """A fine-tuning run around a recipe's method: start, data, before and after, finish.
+
+    Attributes set by :meth:`run`: ``run_dir``, ``resume_from`` (a checkpoint, or None),
+    ``tracker``, ``data`` and ``before`` (the base model's metrics, on the main process).
+    """
+
+    def __init__(self, cfg: FineTuneConfig, recipe: str):
+        self.stop = StopRequest()  # a stop request during setup is honoured at the first step, not fatal
+        self.cfg, self.recipe = cfg, recipe
+        # The accelerator before the model, and both before the run folder: a bad name fails
+        # before any folder is touched.
+        self.acc = run.make_accelerator(cfg.mixed_precision, cfg.tracking, cfg.train.seed, cfg.cpu_threads, cfg.collective_timeout_s)
+        cfg.data.check_paths()
+
+    @property
+    def device(self) -> str:
+        return str(self.acc.device)
+
+    @contextmanager
+    def run(self, model: SentenceTransformer, dims: list[int]) -> Iterator[list[dict]]:
+        """The training rows, inside the run folder, once the base model is evaluated.
+
+        ``dims``: the loss's Matryoshka dimensions, evaluated unless ``eval.dims`` names others.
+        """
+        cfg, acc = self.cfg, self.acc
+        self.eval_dims = cfg.eval.dims or dims
+        with run_folder(cfg.output_dir, self.recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
+            self.run_dir = run_dir
+            self.resume_from, self.tracker = run.start(cfg, run_dir, acc, self.recipe)
+            self.data = run.load_data_once(cfg.data, run_dir, model, acc)
+            self.facts = RunFacts(self.recipe, cfg, data_summary(cfg.data, self.data, self.data.eval_data))
+            self.tracker.log_data(self.facts.data)
+            rows = self.data.train.to_list()
+            check_batches(rows, cfg.train, acc.num_processes)  # before the base evaluation, not after it
+            if cfg.tracking.log_examples:
+                self.tracker.log_examples(rows[:16])
+            self._evaluate_base(model)
+            yield rows
+            self.tracker.finish()
+
+    def _evaluate_base(self, model: SentenceTransformer) -> None:
+        """The base model on the held-out split and on each ``eval.questions`` set (kept for a resume)."""
+        cfg, acc, fresh = self.cfg, self.acc, self.resume_from is None
+        self.before = run.evaluate_base(model, self.data.eval_data, self.eval_dims, cfg.eval, acc, self.run_dir)
+        if self.before and fresh:
+            run.log_eval(self.tracker, self.before, 0, "before")
+        self.questions = {name: question_set(name) for name in cfg.eval.questions}
+        self.before_q = run.evaluate_base(model, self.questions, self.eval_dims, cfg.eval, acc, self.run_dir,
+                                          "eval_before_questions.json")
+        if self.before_q and fresh:
+            for name, metrics in self.before_q.items():
+                run.log_eval(self.tracker, metrics, 0, f"before/{name}")
+
+    def fit(self, model: SentenceTransformer, rows: list[dict], loss_fn: MatryoshkaInfoNCE) -> int | None:
+        """Train (from the checkpoint to resume, if any); the steps done, or None when stopped on request after a checkpoint."""
+        trainer = Trainer(model, rows, loss_fn, self.cfg.train, self.acc, self.run_dir, self.tracker, self.stop)
+        try:
+            return trainer.fit(self.resume_from)
+        except Preempted as stop:
+            self.acc.print(str(stop))
+            return None
+
+    def evaluate(self, model: SentenceTransformer, steps: int) -> None:
+        """The tuned model on what the base model was scored on, logged at ``steps``."""
+        cfg, acc = self.cfg, self.acc
+        self.after = run.evaluate_main(model, self.data.eval_data, self.eval_dims, cfg.eval, acc)
+        if self.after:
+            run.log_eval(self.tracker, self.after, steps, "after")
+        self.after_q = run.evaluate_questions(model, self.questions, self.eval_dims, cfg.eval, acc)
+        if self.after_q:
+            for name, metrics in self.after_q.items():
+                run.log_eval(self.tracker, metrics, steps, f"after/{name}")
+
+    def finish(self, model: SentenceTransformer) -> None:
+        """Save ``model`` as ``final/``: eval.json, the before/after tables, model cards, W&B, the hub."""
+        data, name = self.data, self.cfg.model.name
+        meta = {"model": name, "data": str(data.eval_dir), "split": data.eval_split}
+        if data.eval_data is not None:
+            meta["data_fingerprint"] = data.eval_data.fingerprint()
+        questions = (self.before_q, self.after_q) if self.after_q else None
+        run.finish(model, self.run_dir, self.before, self.after, meta, self.acc, f"{self.recipe} {name}: held-out code retrieval",
+                   self.facts, self.tracker, questions)
