@@ -17,27 +17,17 @@ are both printed: on a shared machine wall time measures the neighbours too.
 from __future__ import annotations
 
 import argparse
-import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from search_scale import peak_rss_mb, timed  # noqa: E402  (bench/ is this script's folder, on sys.path)
+
 # The out-of-domain projects of bench/quality.py, and pip (which vendors rich and requests).
 OOD = ["networkx", "scikit-learn", "click", "rich", "jinja2", "requests", "pip"]
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
-def timed(fn):
-    wall, cpu = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from trainer.checkpoint import export_model, resolve_resume
 from trainer.config import save_config, to_dict
 from trainer.data import DataConfig, TrainingData, expand_rows, read_training_data
 from trainer.data.beir import BeirData
-from trainer.data.questions import QUESTION_SETS
+from trainer.data.questions import check_question_set
 from trainer.errors import CodetuneError, RunFailed
 from trainer.evaluator import default_dims, evaluate, resolve_dims
 from trainer.fileio import atomic_write_json
@@ -48,10 +48,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         for name in self.questions:
-            if name not in QUESTION_SETS and not Path(name).is_dir():
-                raise CodetuneError(
-                    f"eval.questions: {name!r} is neither a shipped set ({', '.join(QUESTION_SETS)}) nor a BEIR folder"
-                )
+            check_question_set(name)
 
 
 @dataclass

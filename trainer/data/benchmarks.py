@@ -24,6 +24,7 @@ import random
 from pathlib import Path
 
 from trainer.data.beir import BeirData
+from trainer.data.questions import QUESTION_SETS
 
 OOD_PROJECTS = {"networkx": ["networkx"], "sklearn": ["sklearn"], "small-libs": ["click", "rich", "jinja2", "requests"]}
 QUERIES_PER_SET = 400
@@ -42,7 +43,7 @@ def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int =
     """
     from trainer.data.mining import MiningConfig, SourceTree, labelled_trees, mine, parsed_files
     from trainer.data.splits import MinedSplit
-    from trainer.search.snippets import full_source
+    from trainer.search.snippets import written_sources
 
     sp = site_packages()
     trees = [SourceTree(sp / p, exclude_dirs=("tests", "test", "testing"), label=p) for p in packages]
@@ -54,9 +55,8 @@ def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int =
         as_written = {}
         for tree in labelled_trees(trees):  # the labels mine() gave the paths
             for rel, text, functions in parsed_files(tree):
-                lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
                 path = f"{tree.label}/{rel}" if tree.label else rel
-                as_written.update({(path, fn.start_line): full_source(lines, fn) for fn in functions})
+                as_written.update({(path, fn.start_line): code for fn, code in zip(functions, written_sources(text, functions))})
         for doc in data.corpus.values():
             doc["text"] = as_written[(doc["path"], doc["line"])]
     return data
@@ -70,7 +70,7 @@ def general_set(short: bool = False) -> BeirData:
 
 
 SET_NAMES = (
-    "real:staqc", "real:click", "in-domain", *(f"ood:{name}" for name in OOD_PROJECTS),
+    *(f"real:{name}" for name in QUESTION_SETS), "in-domain", *(f"ood:{name}" for name in OOD_PROJECTS),
     *(f"written:{name}" for name in OOD_PROJECTS), "general", "general-short",
 )
 

@@ -26,17 +26,22 @@ SETS_DIR = Path(__file__).parent / "sets"
 QUESTION_SETS = ("staqc", "click")
 
 
+def check_question_set(name: str) -> None:
+    """One-line error (naming ``eval.questions``) unless ``name`` is a shipped set or a BEIR folder."""
+    if name not in QUESTION_SETS and not Path(name).is_dir():
+        raise CodetuneError(f"eval.questions: {name!r} is neither a shipped set ({', '.join(QUESTION_SETS)}) nor a BEIR folder")
+
+
 def question_set(name: str) -> BeirData:
     """The shipped set ``name`` (one of :data:`QUESTION_SETS`) or a BEIR folder, loaded."""
     from trainer.data.beir import load_beir
 
+    check_question_set(name)
     if name == "staqc":
         return load_beir(SETS_DIR / "staqc")
     if name == "click":
         return click_questions()
-    if Path(name).is_dir():
-        return load_beir(name)
-    raise CodetuneError(f"eval.questions: {name!r} is neither a shipped set ({', '.join(QUESTION_SETS)}) nor a BEIR folder")
+    return load_beir(name)
 
 
 def click_questions() -> BeirData:
@@ -46,15 +51,14 @@ def click_questions() -> BeirData:
     except ImportError:
         raise CodetuneError("eval.questions: the click set needs the click package installed") from None
     from trainer.data.mining import parsed_files
-    from trainer.search.snippets import full_source
+    from trainer.search.snippets import written_sources
 
     data = BeirData()
     by_key: dict[tuple[str, str], list[str]] = {}
     for rel, text, functions in parsed_files(Path(click.__file__).parent):
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        for fn in functions:
+        for fn, code in zip(functions, written_sources(text, functions)):
             doc_id = f"{rel}:{fn.start_line}:{fn.name}"
-            data.corpus[doc_id] = {"title": "", "text": full_source(lines, fn), "path": rel, "name": fn.name}
+            data.corpus[doc_id] = {"title": "", "text": code, "path": rel, "name": fn.name}
             by_key.setdefault((rel, fn.name), []).append(doc_id)
     rows = [json.loads(line) for line in (SETS_DIR / "click_questions.jsonl").read_text().splitlines() if line.strip()]
     for i, row in enumerate(rows):

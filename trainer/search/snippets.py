@@ -75,13 +75,18 @@ def full_source(lines: list[str], fn: Function) -> str:
     return "\n".join(row[min(indent, _indent(row)) :] for row in rows).rstrip()
 
 
+def written_sources(text: str, functions: list[Function]) -> list[str]:
+    """:func:`full_source` of each of ``functions``, extracted from the file ``text`` (any newline convention)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [full_source(lines, fn) for fn in functions]
+
+
 def _indent(row: str) -> int:
     return len(row) - len(row.lstrip(" \t"))
 
 
 def file_snippets(path: str, text: str, functions: list[Function], file_hash: str) -> list[Snippet]:
     """The snippets of one file (ids still empty: see :func:`with_ids`)."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return [
         Snippet(
             id="",
@@ -90,11 +95,11 @@ def file_snippets(path: str, text: str, functions: list[Function], file_hash: st
             end_line=fn.end_line,
             name=fn.name,
             language=fn.language,
-            code=full_source(lines, fn),
+            code=code,
             file_hash=file_hash,
             doc=fn.docstring if fn.language != "python" else None,
         )
-        for fn in functions
+        for fn, code in zip(functions, written_sources(text, functions))
     ]
 
 
