@@ -46,7 +46,10 @@ def check_run_folder(out: Path, dims=("32", "16")):
     assert set(result["questions"]) == {"staqc", "click"}
     for scores in result["questions"].values():
         assert set(scores) == {"before", "after"} and all(set(m) == set(dims) for m in scores.values())
-        assert 0 < scores["before"]["32"]["ndcg@10"] < 1
+        # A tiny random model ranks near chance: its nDCG@10 here is ~0.007 and can round to 0 on another CPU (CI's
+        # did). Gold documents reached within the top 100 prove the set was scored; a score of 1 would mean a leak.
+        before = scores["before"]["32"]
+        assert 0 <= before["ndcg@10"] < 1 and 0 < before["map@100"] < 1
     assert (out / "config.yaml").is_file() and (out / "log.jsonl").is_file()
     model = SentenceTransformer(str(out / "final"))
     emb = model.encode_query(["parse a config file"])
