@@ -60,20 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     lora_targets(model, cfg.lora)  # a target that matches no module fails here, not as a peft traceback
     loss_fn = MatryoshkaInfoNCE.from_config(cfg.loss, matryoshka_dims(cfg.loss, model))
     with session.run(model, loss_fn.dims) as rows:  # run folder, tracker, data once, base evaluation
-        if cfg.model.pca_rotation:  # rotate: truncated prefixes start from the principal axes
-            rotate(model, rows, session.acc, fit=session.resume_from is None, seed=cfg.train.seed)
-        trainable, total = apply_lora(model, cfg.lora)  # adapt: low-rank adapters; the encoder is frozen
-        print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
-        prepare_for_training(model, cfg.model)
+        with session.phase("prepare"):
+            if cfg.model.pca_rotation:  # rotate: truncated prefixes start from the principal axes
+                rotate(model, rows, session.acc, fit=session.resume_from is None, seed=cfg.train.seed)
+            trainable, total = apply_lora(model, cfg.lora)  # adapt: low-rank adapters; the encoder is frozen
+            print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
+            prepare_for_training(model, cfg.model)
         steps = session.fit(model, rows, loss_fn)  # fit: the adapters alone
         if steps is None:
             return EXIT_PREEMPTED  # stopped on request after a checkpoint: requeue the same command
         if cfg.model.pca_refit:  # refit: re-sort the coordinates along the tuned model's own axes
-            refit(model, rows, session.acc, seed=cfg.train.seed)
+            with session.phase("merge"):
+                refit(model, rows, session.acc, seed=cfg.train.seed)
         session.evaluate(model, steps)  # the held-out split and eval.questions, after
-        if session.acc.is_main_process:  # export: the adapter alone, then merged into the weights
-            save_adapter(model, session.run_dir / "adapter")
-            model = merge_lora(model)
+        with session.phase("export"):
+            if session.acc.is_main_process:  # export: the adapter alone, then merged into the weights
+                save_adapter(model, session.run_dir / "adapter")
+                model = merge_lora(model)
         session.finish(model)  # final/, eval.json, tables, model cards
     return 0
 

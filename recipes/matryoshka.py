@@ -54,17 +54,19 @@ def main(argv: list[str] | None = None) -> int:
     check_training_settings(model, cfg.model)
     loss_fn = MatryoshkaInfoNCE.from_config(cfg.loss, matryoshka_dims(cfg.loss, model))
     with session.run(model, loss_fn.dims) as rows:  # run folder, tracker, data once, base evaluation
-        if cfg.model.pca_rotation:  # rotate: truncated prefixes start from the principal axes
-            rotate(model, rows, session.acc, fit=session.resume_from is None, seed=cfg.train.seed)
-        base = snapshot(model) if cfg.merge.alpha != 1.0 else None
-        prepare_for_training(model, cfg.model)
+        with session.phase("prepare"):
+            if cfg.model.pca_rotation:  # rotate: truncated prefixes start from the principal axes
+                rotate(model, rows, session.acc, fit=session.resume_from is None, seed=cfg.train.seed)
+            base = snapshot(model) if cfg.merge.alpha != 1.0 else None
+            prepare_for_training(model, cfg.model)
         steps = session.fit(model, rows, loss_fn)  # fit: every weight, InfoNCE on each truncated prefix
         if steps is None:
             return EXIT_PREEMPTED  # stopped on request after a checkpoint: requeue the same command
-        if base is not None:  # interpolate (WiSE-FT): base + alpha * (tuned - base)
-            interpolate(model, base, cfg.merge.alpha)
-        if cfg.model.pca_refit:  # refit: re-sort the coordinates along the tuned model's own axes
-            refit(model, rows, session.acc, seed=cfg.train.seed)
+        with session.phase("merge"):
+            if base is not None:  # interpolate (WiSE-FT): base + alpha * (tuned - base)
+                interpolate(model, base, cfg.merge.alpha)
+            if cfg.model.pca_refit:  # refit: re-sort the coordinates along the tuned model's own axes
+                refit(model, rows, session.acc, seed=cfg.train.seed)
         session.evaluate(model, steps)  # the held-out split and eval.questions, after
         session.finish(model)  # export: final/, eval.json, tables, model card
     return 0

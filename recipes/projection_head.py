@@ -38,6 +38,7 @@ from trainer.models import load_model  # noqa: E402
 from trainer.models.projection import QueryHead, fit_query_head, with_query_head  # noqa: E402
 from trainer.retrieval import check_compute, resolve_compute  # noqa: E402
 from trainer.run_folder import run_folder  # noqa: E402
+from trainer.timing import Phases  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "projection_head.yaml"
 
@@ -78,6 +79,7 @@ def config(argv: list[str] | None = None) -> ProjectionHeadConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config(argv)
+    phases = Phases()  # wall seconds per phase, printed at the end; setup is timed from here
 
     # Setup: one process (the head trains in seconds), the frozen encoder, then the run folder and data.
     acc = run.make_accelerator(None, cfg.tracking, cfg.head.seed, cfg.cpu_threads, cfg.collective_timeout_s)
@@ -90,43 +92,50 @@ def main(argv: list[str] | None = None) -> int:
     loss_fn = MatryoshkaInfoNCE(dims, cfg.loss.matryoshka_weights, cfg.loss.temperature, gather=False)  # one process
     with run_folder(cfg.output_dir, "projection_head", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         _, tracker = run.start(cfg, run_dir, acc, "projection_head")
-        data = run.load_data_once(cfg.data, run_dir, base, acc)
-        eval_data = data.eval_data
-        facts = RunFacts("projection_head", cfg, data_summary(cfg.data, data, eval_data))
-        tracker.log_data(facts.data)
-        rows = data.train.to_list()
+        phases.add("setup", phases.elapsed())
+        with phases.phase("data"):
+            data = run.load_data_once(cfg.data, run_dir, base, acc)
+            eval_data = data.eval_data
+            facts = RunFacts("projection_head", cfg, data_summary(cfg.data, data, eval_data))
+            tracker.log_data(facts.data)
+            rows = data.train.to_list()
 
         # Encode once (cached across runs), then train the head on the cached embeddings. The head
         # leaves documents as the base encodes them: the evaluation corpus is encoded once, for both.
-        corpus = encode_corpus(base, eval_data, cfg.eval.batch_size) if eval_data is not None else None
-        before = run.evaluate_main(base, eval_data, cfg.eval.dims or dims, cfg.eval, acc, corpus)
+        with phases.phase("base_eval"):
+            corpus = encode_corpus(base, eval_data, cfg.eval.batch_size) if eval_data is not None else None
+            before = run.evaluate_main(base, eval_data, cfg.eval.dims or dims, cfg.eval, acc, corpus)
         if StopRequest().requested():  # the head trains in seconds: nothing worth a checkpoint yet
             tracker.finish()
             print("stopped on request before the head was trained; nothing to save: rerun the same command")
             return EXIT_PREEMPTED
-        compute = resolve_compute(cfg.head.compute)
-        queries, hit_q = cached_encode(base, [r["query"] for r in rows], "query", cfg.eval.batch_size, compute)  # (N, D)
-        positives, hit_p = cached_encode(base, [r["positive"] for r in rows], "document", cfg.eval.batch_size, compute)
-        print(f"embeddings: {'from cache' if hit_q and hit_p else 'encoded and cached'}")
-        head = QueryHead(queries.shape[1], cfg.head.rank)
         h = cfg.head
-        t0 = time.perf_counter()
-        curve = fit_query_head(head, queries, positives, text_keys(rows, 0), loss_fn, h.epochs, h.batch_size, h.lr, h.weight_decay, h.seed)
-        seconds = time.perf_counter() - t0
+        with phases.phase("training"):  # the training rows' encoding (or cache read) included
+            compute = resolve_compute(cfg.head.compute)
+            queries, hit_q = cached_encode(base, [r["query"] for r in rows], "query", cfg.eval.batch_size, compute)  # (N, D)
+            positives, hit_p = cached_encode(base, [r["positive"] for r in rows], "document", cfg.eval.batch_size, compute)
+            print(f"embeddings: {'from cache' if hit_q and hit_p else 'encoded and cached'}")
+            head = QueryHead(queries.shape[1], cfg.head.rank)
+            t0 = time.perf_counter()
+            curve = fit_query_head(head, queries, positives, text_keys(rows, 0), loss_fn, h.epochs, h.batch_size, h.lr, h.weight_decay, h.seed)
+            seconds = time.perf_counter() - t0
         print(f"head trained in {seconds:.1f} s: loss {curve[0]:.4f} -> {curve[-1]:.4f} over {h.epochs} epochs")
         for epoch, loss in enumerate(curve, 1):
             tracker.log({"loss": loss, "head_train_seconds": seconds}, epoch)
 
         # Evaluate the exported model (its Router routes queries through the head), save.
         model = with_query_head(base, head)
-        after = run.evaluate_main(model, eval_data, cfg.eval.dims or dims, cfg.eval, acc, corpus)
+        with phases.phase("final_eval"):
+            after = run.evaluate_main(model, eval_data, cfg.eval.dims or dims, cfg.eval, acc, corpus)
         for tag, metrics in (("before", before), ("after", after)):
             if metrics:
                 run.log_eval(tracker, metrics, 0 if tag == "before" else h.epochs, tag)
         meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
         if eval_data is not None:
             meta["data_fingerprint"] = eval_data.fingerprint()
-        run.finish(model, run_dir, before, after, meta, acc, f"projection head on {m.name}: held-out code retrieval", facts, tracker)
+        with phases.phase("export"):
+            run.finish(model, run_dir, before, after, meta, acc, f"projection head on {m.name}: held-out code retrieval", facts, tracker)
+        phases.report(run_dir, tracker, h.epochs, acc.is_main_process)
         tracker.finish()
     return 0
 

@@ -7,14 +7,17 @@
         steps = session.fit(model, rows, loss_fn)  # the training loop; None when stopped on request
         session.evaluate(model, steps)             # the held-out split and eval.questions, after
         session.finish(model)                      # eval.json, tables, final/, model cards, hub
+                                                   # (leaving run(): the phase table, timing.json)
 
 What happens once (the data, the base evaluation, the export) happens inside, at these few points.
+Each of them is a timed phase (setup, data, base_eval, training, final_eval, export); a recipe
+times the steps of its own method with ``session.phase(name)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from sentence_transformers import SentenceTransformer
@@ -28,6 +31,7 @@ from trainer.model_card import RunFacts, data_summary
 from trainer.models.merge import MergeConfig
 from trainer.preemption import Preempted, StopRequest
 from trainer.run_folder import run_folder
+from trainer.timing import Phases
 
 
 @dataclass
@@ -44,9 +48,12 @@ class Session:
 
     Attributes set by :meth:`run`: ``run_dir``, ``resume_from`` (a checkpoint, or None),
     ``tracker``, ``data`` and ``before`` (the base model's metrics, on the main process).
+    ``timing``: wall seconds per phase, from the session's start (setup) to the end of :meth:`run`.
     """
 
     def __init__(self, cfg: FineTuneConfig, recipe: str):
+        self.timing = Phases()  # first: setup is timed from here to the data
+        self.step = 0  # the last training step done, for the timing record
         self.stop = StopRequest()  # a stop request during setup is honoured at the first step, not fatal
         self.cfg, self.recipe = cfg, recipe
         # The accelerator before the model, and both before the run folder: a bad name fails
@@ -57,6 +64,10 @@ class Session:
     @property
     def device(self) -> str:
         return str(self.acc.device)
+
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        """Time the body as the phase ``name`` of this run's timing table."""
+        return self.timing.phase(name)
 
     @contextmanager
     def run(self, model: SentenceTransformer, dims: list[int]) -> Iterator[list[dict]]:
@@ -69,15 +80,20 @@ class Session:
         with run_folder(cfg.output_dir, self.recipe, cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
             self.run_dir = run_dir
             self.resume_from, self.tracker = run.start(cfg, run_dir, acc, self.recipe)
-            self.data = run.load_data_once(cfg.data, run_dir, model, acc)
-            self.facts = RunFacts(self.recipe, cfg, data_summary(cfg.data, self.data, self.data.eval_data))
-            self.tracker.log_data(self.facts.data)
-            rows = self.data.train.to_list()
-            check_batches(rows, cfg.train, acc.num_processes)  # before the base evaluation, not after it
-            if cfg.tracking.log_examples:
-                self.tracker.log_examples(rows[:16])
-            self._evaluate_base(model)
+            self.timing.add("setup", self.timing.elapsed())
+            with self.phase("data"):
+                self.data = run.load_data_once(cfg.data, run_dir, model, acc)
+                self.facts = RunFacts(self.recipe, cfg, data_summary(cfg.data, self.data, self.data.eval_data))
+                self.tracker.log_data(self.facts.data)
+                rows = self.data.train.to_list()
+                check_batches(rows, cfg.train, acc.num_processes)  # before the base evaluation, not after it
+                if cfg.tracking.log_examples:
+                    self.tracker.log_examples(rows[:16])
+            with self.phase("base_eval"):
+                self._evaluate_base(model)
             yield rows
+            # Also when stopped on request: a resumed run then reports the phases it ran itself.
+            self.timing.report(run_dir, self.tracker, self.step, acc.is_main_process)
             self.tracker.finish()
 
     def _evaluate_base(self, model: SentenceTransformer) -> None:
@@ -95,20 +111,24 @@ class Session:
 
     def fit(self, model: SentenceTransformer, rows: list[dict], loss_fn: MatryoshkaInfoNCE) -> int | None:
         """Train (from the checkpoint to resume, if any); the steps done, or None when stopped on request after a checkpoint."""
-        trainer = Trainer(model, rows, loss_fn, self.cfg.train, self.acc, self.run_dir, self.tracker, self.stop)
-        try:
-            return trainer.fit(self.resume_from)
-        except Preempted as stop:
-            self.acc.print(str(stop))
-            return None
+        with self.phase("training"):
+            trainer = Trainer(model, rows, loss_fn, self.cfg.train, self.acc, self.run_dir, self.tracker, self.stop)
+            try:
+                self.step = trainer.fit(self.resume_from)
+                return self.step
+            except Preempted as stop:
+                self.acc.print(str(stop))
+                self.step = stop.step
+                return None
 
     def evaluate(self, model: SentenceTransformer, steps: int) -> None:
         """The tuned model on what the base model was scored on, logged at ``steps``."""
         cfg, acc = self.cfg, self.acc
-        self.after = run.evaluate_main(model, self.data.eval_data, self.eval_dims, cfg.eval, acc)
+        with self.phase("final_eval"):
+            self.after = run.evaluate_main(model, self.data.eval_data, self.eval_dims, cfg.eval, acc)
+            self.after_q = run.evaluate_questions(model, self.questions, self.eval_dims, cfg.eval, acc)
         if self.after:
             run.log_eval(self.tracker, self.after, steps, "after")
-        self.after_q = run.evaluate_questions(model, self.questions, self.eval_dims, cfg.eval, acc)
         if self.after_q:
             for name, metrics in self.after_q.items():
                 run.log_eval(self.tracker, metrics, steps, f"after/{name}")
@@ -120,5 +140,6 @@ class Session:
         if data.eval_data is not None:
             meta["data_fingerprint"] = data.eval_data.fingerprint()
         questions = (self.before_q, self.after_q) if self.after_q else None
-        run.finish(model, self.run_dir, self.before, self.after, meta, self.acc, f"{self.recipe} {name}: held-out code retrieval",
-                   self.facts, self.tracker, questions)
+        with self.phase("export"):
+            run.finish(model, self.run_dir, self.before, self.after, meta, self.acc, f"{self.recipe} {name}: held-out code retrieval",
+                       self.facts, self.tracker, questions)

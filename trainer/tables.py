@@ -1,4 +1,4 @@
-"""Rich tables for metrics: one row per Matryoshka dimension."""
+"""Rich tables for a run's results: metrics (one row per Matryoshka dimension) and where the time went."""
 
 from __future__ import annotations
 
@@ -35,6 +35,19 @@ def before_after_table(
             b, a = 100 * before[dim][name], 100 * after[dim][name]
             cells += [f"{b:.2f}", f"{a:.2f}", f"{a - b:+.2f}"]
         table.add_row(dim, *cells)
+    return table
+
+
+def phase_table(seconds: dict[str, float], title: str = "") -> Table:
+    """One row per phase: wall seconds and share of the phases' total, then the total."""
+    table = Table(title=title)
+    for name in ("phase", "seconds", "share"):
+        table.add_column(name, justify="left" if name == "phase" else "right")
+    total = sum(seconds.values())
+    for name, s in seconds.items():
+        table.add_row(name, f"{s:.1f}", f"{100 * s / total:.0f}%" if total else "")
+    table.add_section()
+    table.add_row("total", f"{total:.1f}", "100%" if total else "")
     return table
 
 

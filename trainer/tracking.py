@@ -143,12 +143,23 @@ class Tracker:
         """Append ``metrics`` at ``step`` to the JSONL log and W&B."""
         if not self.main:
             return
-        with self.log_path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._append({"step": step, **metrics})
         if self.wandb and step > self.sent_through:
             self._wandb_call("stopped logging", self.accelerator.log, metrics, step=step)
         if self.bar is not None and "loss" in metrics:
             self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
+
+    def log_summary(self, values: dict[str, float], step: int) -> None:
+        """``values`` once for the whole run: a ``log.jsonl`` record at ``step`` and the W&B run's summary (not its history)."""
+        if not self.main:
+            return
+        self._append({"step": step, **values})
+        if self.wandb:
+            self._wandb_call("stopped logging", lambda: self._run().summary.update(values))
+
+    def _append(self, record: dict) -> None:
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def rewind(self, step: int) -> None:
         """Drop JSONL lines logged after ``step``: a resumed run logs those steps again, once."""
