@@ -4,7 +4,7 @@
 
 Each rank counts the texts it encodes and writes OUT_DIR/rank-<rank>.json: those counts, the
 metrics it got back, the fingerprint of the held-out set it holds, and what a second (resumed)
-base evaluation cost it.
+base evaluation cost it, and a third in another run folder (the base scores from $CODETUNE_CACHE).
 """
 
 import json
@@ -47,11 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     before = run.evaluate_base(model, data.eval_data, [32, 16], cfg, acc, run_dir)
     first = dict(counts)
     again = run.evaluate_base(model, data.eval_data, [32, 16], cfg, acc, run_dir)  # as a resumed run does
+    resumed = dict(counts)
+    cached = run.evaluate_base(model, data.eval_data, [32, 16], cfg, acc, out / "other-run")  # as the next run does
     record = {
         "counts": first,
-        "resumed_counts": {k: counts[k] - first[k] for k in counts},
+        "resumed_counts": {k: resumed[k] - first[k] for k in counts},
+        "cached_counts": {k: counts[k] - resumed[k] for k in counts},
         "metrics": before,
         "resumed_metrics": again,
+        "cached_metrics": cached,
         "fingerprint": data.eval_data.fingerprint(),
         "queries": len(data.eval_data.relevant()),
         "documents": len(data.eval_data.corpus),

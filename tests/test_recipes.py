@@ -21,8 +21,11 @@ def pairs(tmp_path_factory) -> Path:
     return path
 
 
-def run_recipe(recipe, model, preset, out, pairs, *overrides, processes=1, check=True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+def run_recipe(recipe, model, preset, out, pairs, *overrides, processes=1, check=True, cache=None):
+    """``cache``: the run's $CODETUNE_CACHE; by default one beside ``out``, shared by the runs of one test only, so
+    that a run never takes the base scores of another test's (or an earlier session's) run from the user's cache."""
+    cache = cache or Path(out).parent / "codetune-cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "CODETUNE_CACHE": str(cache)}
     launcher = ["--multi_gpu"] if processes > 1 else ["--cpu"]
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(processes),

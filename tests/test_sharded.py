@@ -21,9 +21,9 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--num_machines", 
           "--dynamo_backend", "no"]
 
 
-def run(cmd: list[str]) -> subprocess.CompletedProcess:
+def run(cmd: list[str], **env_vars: str) -> subprocess.CompletedProcess:
     # One thread per process in both runs, so a sum is added in the same order in each.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **env_vars}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -123,8 +123,9 @@ def test_negatives_cli_on_two_processes_writes_what_one_writes(tiny_st, tmp_path
 def launch_eval_worker(model_dir, source, out, processes):
     out.mkdir()
     launcher = ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    # Each launch its own cache of base scores: the 2-process one must encode, not read what the 1-process one kept.
     run([*LAUNCH, *launcher, "--num_processes", str(processes), str(ROOT / "tests" / "eval_worker.py"),
-         str(model_dir), str(source), str(out)])
+         str(model_dir), str(source), str(out)], CODETUNE_CACHE=str(out / "cache"))
     return [json.loads((out / f"rank-{r}.json").read_text()) for r in range(processes)]
 
 
@@ -146,6 +147,9 @@ def test_recipe_evaluation_uses_every_rank_and_scores_what_one_process_scores(ti
     # A resumed run reuses eval_before.json on every rank: no rank encodes, none waits on another.
     assert all(r["resumed_counts"] == {"query": 0, "document": 0} for r in [one, *ranks])
     assert ranks[0]["resumed_metrics"] == ranks[0]["metrics"]
+    # So does another run of the same model on the same data (the user's cache): no rank encodes.
+    assert all(r["cached_counts"] == {"query": 0, "document": 0} for r in [one, *ranks])
+    assert ranks[0]["cached_metrics"] == ranks[0]["metrics"] and ranks[1]["cached_metrics"] is None
     # The held-out set reached rank 1 in memory, equal to the copy written to the run folder.
     written = load_beir(tmp_path / "two" / "run" / "data" / "eval").fingerprint()
     assert {r["fingerprint"] for r in ranks} == {written} == {one["fingerprint"]}

@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, broadcast_object_list, set_seed
 from sentence_transformers import SentenceTransformer
 
-from trainer import distributed
+from trainer import distributed, score_cache
 from trainer.checkpoint import export_model, resolve_resume
 from trainer.config import save_config, to_dict
 from trainer.data import DataConfig, TrainingData, expand_rows, read_training_data
@@ -196,19 +196,44 @@ def evaluate_base(
     filename: str = "eval_before.json",
 ) -> dict | None:
     """:func:`evaluate_main` of the base model (of each set, given a dict of them), kept in
-    ``run_dir/filename`` so a resumed run does not redo it."""
+    ``run_dir/filename`` so a resumed run does not redo it, and in the user's cache
+    (:mod:`trainer.score_cache`) so that a run on the same model and data does not either."""
     path = run_dir / filename
     done = [path.is_file()]
     if acc.num_processes > 1:
         broadcast_object_list(done)  # the main process decides: a node that cannot see the file must not evaluate alone
     if done[0]:
         return json.loads(path.read_text()) if acc.is_main_process else None
+    identity = score_cache.model_identity(model) if acc.is_main_process else None
     if isinstance(data, dict):
-        result = evaluate_questions(model, data, dims, cfg, acc)
+        result = {name: _base_scores(model, one, identity, dims, cfg, acc, name) for name, one in data.items()}
+        result = result if acc.is_main_process and result else None
     else:
-        result = evaluate_main(model, data, dims, cfg, acc)
+        result = _base_scores(model, data, identity, dims, cfg, acc, "the held-out split")
     if result is not None:
         atomic_write_json(path, result)
+    return result
+
+
+def _base_scores(
+    model: SentenceTransformer, data: BeirData | None, identity: str | None, dims: list[int], cfg: EvalConfig,
+    acc: Accelerator, label: str,
+) -> dict | None:
+    """:func:`evaluate_main`, or the scores the model with ``identity`` already got on ``data`` (main process: it decides)."""
+    if data is None:
+        return None
+    path = score_cache.cache_path(identity, data, dims, cfg.batch_size, str(acc.device)) if acc.is_main_process else None
+    cached = [score_cache.load(path, dims) if acc.is_main_process else None]
+    hit = [cached[0] is not None]
+    if acc.num_processes > 1:
+        broadcast_object_list(hit)  # every rank encodes its share, or none does
+    if hit[0]:
+        if acc.is_main_process:
+            print(f"base scores on {label}: from the cache ({path})")
+        return cached[0]
+    result = evaluate_main(model, data, dims, cfg, acc)
+    if result is not None:
+        score_cache.store(path, result)
     return result
 
 
