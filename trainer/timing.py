@@ -9,7 +9,7 @@
 
 The recipes' phases, in order (a phase a run does not have is left out):
 
-    setup       accelerator, model load, run folder, tracker
+    setup       accelerator, model load, run folder, tracker (the imports before them are not counted)
     data        reading or mining, split, hard negatives
     base_eval   the base model on the held-out split and eval.questions (or its scores from the cache)
     prepare     the method's steps before training: PCA rotation, adapters
@@ -68,7 +68,7 @@ class Phases:
         record = {f"{PREFIX}{name}": s for name, s in self.seconds.items()}
         atomic_write_json(run_dir / "timing.json", {"step": step, "seconds": self.seconds})
         tracker.log_summary(record, step)
-        print_table(phase_table(self.seconds, title="where the time went (wall seconds, main process)"))
+        print_table(phase_table(self.seconds, title="where the time went"))
 
 
 def record_seconds(record: dict) -> dict[str, float]:
