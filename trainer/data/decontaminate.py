@@ -2,8 +2,10 @@
 
 A row is dropped when
 
-- ``query``: its query equals an evaluation query, compared case- and whitespace-insensitively
-  (a benchmark's query planted as some library's docstring summary);
+- ``query``: its query equals an evaluation query, or the docstring summary of an evaluation
+  document, compared case- and whitespace-insensitively (a benchmark's query planted as some
+  library's docstring summary; a set that scores functions as written shows the model their
+  docstrings, and a set's other functions are its queries under another draw);
 - ``document``: its positive has the same tokens as an evaluation document, whatever the
   whitespace and line breaks, with the function's own name masked (a renamed copy is a copy);
 - ``near_document``: the token 3-shingles of the two are at Jaccard >= the threshold (candidates
@@ -14,17 +16,24 @@ or doc comment, sometimes flattened onto one line (``def f(x):     \"\"\"Doc.\"\
 while a mined positive has its docstring cut out. So each document is indexed twice: as written,
 and with its docstring (the string right after a Python signature) and leading comments removed.
 Tokens ignore whitespace (:func:`~trainer.data.filters.code_tokens`), which undoes the flattening.
+
+``data.decontaminate`` names the sets: BEIR folders, and the sets codetune is judged by, by name
+(``bench`` for all of them, or ``ood:networkx``, ``real:staqc``, ...: :mod:`trainer.data.benchmarks`).
 """
 
 from __future__ import annotations
 
+import ast
 import re
+import textwrap
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer.data.filters import NearIndex, code_tokens, declared_name, minhash, shingles, tokens_key
+from trainer.data.mining import docstring_summary
 from trainer.errors import CodetuneError
 from trainer.fileio import iter_jsonl
 
@@ -40,6 +49,7 @@ REASONS = ("query", "document", "near_document")
 _STRING = r"[rRbBuUfF]{0,2}(?:\"\"\"[\s\S]*?\"\"\"|'''[\s\S]*?'''|\"(?:[^\"\\\n]|\\.)*\"|'(?:[^'\\\n]|\\.)*')"
 # A Python signature (up to the first ")" followed by an optional return annotation and ":"), then a string.
 _PY_DOCSTRING = re.compile(r"(\bdef\s+\w+\s*\(.*?\)\s*(?:->[^:]*)?:)\s*" + _STRING, re.DOTALL)
+_LINE_STARTS_STRING = re.compile(r"^[ \t]*[rRbBuUfF]{0,2}[\"']", re.MULTILINE)
 _LEADING_COMMENTS = re.compile(r"\A\s*(?:(?://[^\n]*|/\*[\s\S]*?\*/|#(?!\[)[^\n]*)\s*)+")
 
 
@@ -65,6 +75,36 @@ def load_eval_texts(folder: str | os.PathLike) -> BeirData:
     return data
 
 
+def load_sets(entries: list[str]) -> list[BeirData]:
+    """The sets ``data.decontaminate`` names: bench sets by name (``bench``: all) and BEIR folders.
+
+    Raises:
+        CodetuneError: naming ``data.decontaminate`` and the entry that is neither, or a named set
+            whose package is missing.
+    """
+    from trainer.data.benchmarks import decontamination_sets, is_set_name
+
+    check_entries(entries)
+    named = decontamination_sets([e for e in entries if is_set_name(e)])
+    return [*named.values(), *(load_eval_texts(e) for e in entries if not is_set_name(e))]
+
+
+def check_entries(entries: list[str]) -> None:
+    """Fail on an entry of ``data.decontaminate`` that is neither a bench set name nor a BEIR folder, before any work."""
+    from trainer.data.benchmarks import BENCH, SET_NAMES, is_set_name, missing_package
+
+    for entry in entries:
+        if is_set_name(entry):
+            missing = missing_package(entry) if entry != BENCH else None
+            if missing:
+                raise CodetuneError(f"data.decontaminate: {entry}: needs the {missing} package installed")
+        elif not Path(entry).expanduser().is_dir():
+            names = ", ".join((BENCH, *SET_NAMES))
+            raise CodetuneError(f"data.decontaminate: {entry!r} is neither a bench set ({names}) nor a BEIR folder")
+        elif not (Path(entry).expanduser() / "corpus.jsonl").is_file():
+            raise CodetuneError(f"data.decontaminate: {entry}: not a BEIR folder (no corpus.jsonl)")
+
+
 def normalise_query(text: str) -> str:
     """Case-folded, whitespace collapsed: ``' Parse  a PORT '`` -> ``'parse a port'``."""
     return " ".join(text.casefold().split())
@@ -73,6 +113,25 @@ def normalise_query(text: str) -> str:
 def without_docs(code: str) -> str:
     """``code`` less its leading comments and the docstring after a Python signature."""
     return _PY_DOCSTRING.sub(r"\1 ", _LEADING_COMMENTS.sub("", code), count=1)
+
+
+def docstring_queries(code: str) -> set[str]:
+    """The normalised docstring summary of every Python function in ``code`` (dedented first; none when it does not parse)."""
+    if not _LINE_STARTS_STRING.search(code):  # no line starts with a string: no docstring, skip the parse
+        return set()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # old escape sequences warn on every parse
+            body = ast.parse(textwrap.dedent(code)).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return set()
+    out = set()
+    while body:  # statements only, into classes and functions: expressions hold no docstring
+        node = body.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and ast.get_docstring(node):
+            out.add(normalise_query(docstring_summary(ast.get_docstring(node))))
+        body += [n for field in ("body", "orelse", "handlers", "finalbody") for n in getattr(node, field, [])]
+    return out - {""}
 
 
 def body_tokens(code: str) -> list[str]:
@@ -94,11 +153,13 @@ class EvalIndex:
             self.queries.update(normalise_query(q) for q in data.queries.values())
             for doc in data.corpus.values():
                 self.documents += 1
+                self.queries.update(docstring_queries(doc["text"]))
                 for text in {doc["text"], without_docs(doc["text"])}:
                     tokens = body_tokens(text)
-                    if not tokens:
+                    key = tokens_key(tokens)
+                    if not tokens or key in self.keys:  # the same document in another set or form: indexed
                         continue
-                    self.keys.add(tokens_key(tokens))
+                    self.keys.add(key)
                     if threshold <= 1:
                         self._near.add(shingles(tokens))
 
