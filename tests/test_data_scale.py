@@ -1,7 +1,11 @@
 """Data from many projects: pkg: and git sources, vendored copies, cross-source dedup, decontamination, mixing."""
 
 import json
+import os
+import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -365,3 +369,40 @@ def test_declared_name_finds_the_function_of_each_language(code, name):
     from trainer.data.filters import declared_name
 
     assert declared_name(code) == name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.distributed
+def test_two_processes_mine_half_the_files_each_and_get_what_one_process_gets(tmp_path):
+    """2 == 1: the same documents, pairs and report, in the same order, on both ranks."""
+    from mine_worker import dump
+
+    from trainer.data.mining import mine
+    from trainer.data.stdlib import stdlib_root
+
+    copied = tmp_path / "copied"
+    for package in ("json", "email"):
+        shutil.copytree(stdlib_root() / package, copied / package, ignore=shutil.ignore_patterns("__pycache__"))
+    # Three trees: skipped files and five languages; two packages; one package again (its functions
+    # are copies of the second tree's, dropped across processes exactly where one process drops them).
+    trees = [str(Path(__file__).parent / "fixtures" / "code_tree"), str(copied), str(copied / "email")]
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+           "--dynamo_backend", "no", str(Path(__file__).parent / "mine_worker.py"), str(out), *trees]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rank0, rank1 = (json.loads((out / f"mined-{r}.json").read_text()) for r in (0, 1))
+    alone = json.loads(json.dumps(dump(mine(trees))))
+    assert rank0 == rank1 == alone
+    assert alone["report"]["dropped"]["duplicate"] > 0 and alone["report"]["skipped_files"]
+    read0, read1 = ((out / f"read-{r}.log").read_text().splitlines() for r in (0, 1))
+    assert not set(read0) & set(read1) and abs(len(read0) - len(read1)) <= 1  # each file once, half each
