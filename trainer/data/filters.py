@@ -118,7 +118,7 @@ def jaccard(a: set[int], b: set[int]) -> float:
 
 
 def signature(sketch: MinHash) -> np.ndarray:
-    """A MinHash's (64,) uint64 hash values: what another process needs to rebuild it (:func:`from_signature`)."""
+    """A MinHash's (64,) uint32 hash values: what another process needs to rebuild it (:func:`from_signature`)."""
     return sketch.hashvalues
 
 
@@ -230,7 +230,7 @@ class Fingerprint:
 
     key: str  # tokens_key of the name-masked tokens: equal keys are exact duplicates
     shingles: np.ndarray  # sorted uint32 hashes of the token 3-shingles
-    signature: np.ndarray  # (64,) uint64: their MinHash's hash values
+    signature: np.ndarray  # (64,) uint32: their MinHash's hash values
 
 
 def fingerprint(code: str, name: str | None = None) -> Fingerprint:
