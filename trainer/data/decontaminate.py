@@ -194,7 +194,12 @@ class IndexPart:
         meta = json.dumps({"documents": self.documents, "queries": self.queries, "keys": self.keys}).encode()
         offsets = np.cumsum([0, *(len(sh) for sh in self.shingles)])
         flat = np.concatenate(self.shingles) if self.shingles else np.zeros(0, np.uint32)
-        arrays = {"meta": np.frombuffer(meta, np.uint8), "shingles": flat, "offsets": offsets, "signatures": self.signatures}
+        arrays = {
+            "meta": np.frombuffer(meta, np.uint8),
+            "shingles": flat,
+            "offsets": offsets,
+            "signatures": self.signatures,
+        }
         atomic_write_with(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
@@ -218,7 +223,9 @@ def index_part(data: BeirData) -> IndexPart:
             if fp.key != _NO_TOKENS:
                 prints.setdefault(fp.key, fp)
     signatures = np.stack([fp.signature for fp in prints.values()]) if prints else np.zeros((0, 64), np.uint32)
-    return IndexPart(len(data.corpus), sorted(queries), list(prints), [fp.shingles for fp in prints.values()], signatures)
+    return IndexPart(
+        len(data.corpus), sorted(queries), list(prints), [fp.shingles for fp in prints.values()], signatures
+    )
 
 
 class EvalIndex:
