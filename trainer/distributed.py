@@ -96,6 +96,19 @@ def all_gather_rows(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat([part[:c] for part, c in zip(parts, counts)])
 
 
+def all_gather_objects(obj: object) -> list:
+    """Every rank's ``obj`` (any picklable value), in rank order, on every rank; ``[obj]`` when not distributed.
+
+    A collective call: every rank must make it. Objects travel pickled (gloo on CPU; with NCCL
+    through this rank's GPU), so keep them to plain data: strings, numbers, arrays.
+    """
+    if not is_distributed():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def _leave() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

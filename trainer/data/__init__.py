@@ -52,8 +52,10 @@ class DataConfig:
     # Projects left out of pkg: sources, by distribution or import name, vendored copies included
     # (excluding requests leaves out pip/_vendor/requests too).
     exclude_projects: list[str] = field(default_factory=list)
-    # BEIR folders whose queries and documents no training row may repeat, exactly or nearly
-    # (costs one pass over the rows); the held-out split is always checked. See trainer.data.decontaminate.
+    # Evaluation sets whose queries and documents no training row may repeat, exactly or nearly:
+    # BEIR folders, and the sets bench/quality.py scores by name ("bench": all of them; or
+    # "ood:networkx", "written:small-libs", "real:staqc", "general", ...: trainer.data.benchmarks).
+    # The held-out split is always checked. See trainer.data.decontaminate.
     decontaminate: list[str] = field(default_factory=list)
     # "proportional" (each source's rows as read) or α in [0, 1]: source i gets a share ∝ rows_i^α
     # of the same total, large sources subsampled and small ones repeated (0: equal shares).
@@ -119,9 +121,9 @@ class DataConfig:
                 raise CodetuneError(f"data.source: {source}: not found (nor 'stdlib' or 'pkg:NAME')")
         if self.eval is not None and not Path(self.eval).is_dir():
             raise CodetuneError(f"data.eval: {self.eval}: BEIR folder not found")
-        for folder in self.decontaminate:
-            if not (Path(folder).expanduser() / "corpus.jsonl").is_file():
-                raise CodetuneError(f"data.decontaminate: {folder}: not a BEIR folder (no corpus.jsonl)")
+        from trainer.data.decontaminate import check_entries
+
+        check_entries(self.decontaminate)
 
     def sources(self) -> list[str]:
         """``source`` as a list, paths with ``~`` expanded."""
@@ -200,7 +202,7 @@ def read_training_data(
     per source: ``labels`` (label -> its ``data.source`` entry), ``mining``, ``dedup``, ``decontamination``, ``mix``.
     """
     from trainer.data.assemble import concatenate, merge, read_sources
-    from trainer.data.decontaminate import decontaminate, load_eval_texts
+    from trainer.data.decontaminate import decontaminate, load_sets
     from trainer.data.mixing import mix_sources
 
     config.check_paths()
@@ -210,7 +212,7 @@ def read_training_data(
         raise CodetuneError("data.consistency_top_k: consistency filtering needs a model")
     parts, held_out, report = read_sources(config)
     own = merge(held_out) if held_out else None
-    sets = ([own] if own is not None else []) + [load_eval_texts(f) for f in config.decontaminate]
+    sets = ([own] if own is not None else []) + load_sets(config.decontaminate)
     if sets:
         threshold = config.mining_config().near_duplicate_threshold
         parts, report["decontamination"] = decontaminate(parts, sets, threshold)

@@ -6,6 +6,9 @@
 ``mine`` writes ``DIR/train.jsonl``, ``DIR/test/`` (a BEIR folder) and ``DIR/report.json``, and
 prints what it found per language and what it skipped. ``stdlib`` (or the standard library's
 path) as a SRC mines the running Python's standard library, without its tests and GUI code.
+Under ``accelerate launch --multi_gpu --num_processes N -m trainer.data mine ...`` (gloo on a
+machine without GPUs) each process reads, parses and fingerprints every N-th file; the main
+process writes the files one process would.
 
 ``negatives`` reads ``DIR/train.jsonl`` (or a ``.jsonl`` file given as ``--data``) and writes the
 rows with a ``negatives`` column to ``train.negatives.jsonl`` beside it, never over the input,
@@ -17,6 +20,7 @@ encodes and searches 1/N; the main process writes the same file one process woul
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -104,7 +108,14 @@ def _mine(args: argparse.Namespace) -> None:
             raise CodetuneError(f"{source}: not found")
         else:
             trees += trees_of(source, args.exclude_projects)
-    result = mine(trees)
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torch only then: plain mining starts without it
+    if launched:
+        from trainer.distributed import join_launch, rank
+
+        join_launch()
+    result = mine(trees, across_processes=True)
+    if launched and rank() != 0:
+        return  # every process holds the result; the main one writes it
     summary = write_mined(args.out, split_mined(result, split), result.report, split)
     _print_report(summary)
 

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import re
 import zlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,7 +102,7 @@ def _permutations() -> object:
     return MinHash(num_perm=_NUM_PERM, seed=1).permutations
 
 
-def minhash(hashes: set[int]) -> MinHash:
+def minhash(hashes: set[int] | np.ndarray) -> MinHash:
     """The 64-permutation MinHash signature of a non-empty set of 32-bit hashes (already hashed: no re-hash)."""
     from datasketch import MinHash
 
@@ -114,6 +115,18 @@ def jaccard(a: set[int], b: set[int]) -> float:
     """|a & b| / |a | b| (0.0 for two empty sets)."""
     union = len(a | b)
     return len(a & b) / union if union else 0.0
+
+
+def signature(sketch: MinHash) -> np.ndarray:
+    """A MinHash's (64,) uint32 hash values: what another process needs to rebuild it (:func:`from_signature`)."""
+    return sketch.hashvalues
+
+
+def from_signature(values: np.ndarray) -> MinHash:
+    """The MinHash whose hash values :func:`signature` returned, sharing the one set of permutations."""
+    from datasketch import MinHash
+
+    return MinHash(num_perm=_NUM_PERM, permutations=_permutations(), scheme="affine32", hashvalues=values)
 
 
 class NearIndex:
@@ -137,19 +150,19 @@ class NearIndex:
         self._shingles: list[np.ndarray] = []
         self._lsh = MinHashLSH(num_perm=_NUM_PERM, params=(_BANDS, _NUM_PERM // _BANDS))
 
-    def add(self, sh: set[int], sketch: MinHash | None = None) -> int:
-        """Index a set (``sketch``: its :func:`minhash`, when already computed); returns its number."""
+    def add(self, sh: set[int] | np.ndarray, sketch: MinHash | None = None) -> int:
+        """Index a set or its :func:`sorted_shingles` (``sketch``: its :func:`minhash`, if known); returns its number."""
         index = len(self._shingles)
-        self._shingles.append(_sorted_array(sh))
+        self._shingles.append(sorted_shingles(sh))
         self._lsh.insert(index, sketch if sketch is not None else minhash(sh))
         return index
 
-    def find(self, sh: set[int], sketch: MinHash | None = None) -> int | None:
-        """The number of an indexed set at Jaccard >= threshold with ``sh``, or None."""
+    def find(self, sh: set[int] | np.ndarray, sketch: MinHash | None = None) -> int | None:
+        """The number of an indexed set at Jaccard >= threshold with ``sh`` (a set or sorted array), or None."""
         candidates = self._lsh.query(sketch if sketch is not None else minhash(sh))
         if not candidates:
             return None
-        query = _sorted_array(sh)
+        query = sorted_shingles(sh)
         for i in sorted(candidates):
             other = self._shingles[i]
             common = np.intersect1d(query, other, assume_unique=True).size
@@ -158,7 +171,10 @@ class NearIndex:
         return None
 
 
-def _sorted_array(sh: set[int]) -> np.ndarray:
+def sorted_shingles(sh: set[int] | np.ndarray) -> np.ndarray:
+    """A set of shingle hashes as a sorted uint32 array (an array is taken as already sorted)."""
+    if isinstance(sh, np.ndarray):
+        return sh
     return np.sort(np.fromiter(sh, dtype=np.uint32, count=len(sh)))
 
 
@@ -193,3 +209,32 @@ class Deduplicator:
             return "near_duplicate"
         self._near.add(sh, sketch)
         return None
+
+    def add_fingerprint(self, fp: Fingerprint) -> str | None:
+        """:meth:`add` of a function whose :func:`fingerprint` was taken already (on another process, say)."""
+        if fp.key in self._keys:
+            return "duplicate"
+        self._keys.add(fp.key)
+        if self.threshold > 1:
+            return None
+        sketch = from_signature(fp.signature)
+        if self._near.find(fp.shingles, sketch) is not None:
+            return "near_duplicate"
+        self._near.add(fp.shingles, sketch)
+        return None
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What :class:`Deduplicator` compares of one function, taken apart from it: small and picklable."""
+
+    key: str  # tokens_key of the name-masked tokens: equal keys are exact duplicates
+    shingles: np.ndarray  # sorted uint32 hashes of the token 3-shingles
+    signature: np.ndarray  # (64,) uint32: their MinHash's hash values
+
+
+def fingerprint(code: str, name: str | None = None) -> Fingerprint:
+    """The :class:`Fingerprint` of a function, exactly as :meth:`Deduplicator.add` would compare it."""
+    tokens = code_tokens(code, name)
+    sh = shingles(tokens)
+    return Fingerprint(tokens_key(tokens), sorted_shingles(sh), signature(minhash(sh)))

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.data.filters import Deduplicator, code_lines, query_is_name
+from trainer.data.filters import Deduplicator, Fingerprint, code_lines, fingerprint, query_is_name
 from trainer.data.languages import Function, ParseError, extract_functions, language_for_path
 
 __all__ = [
@@ -220,22 +220,28 @@ def parsed_files(
     config = config or MiningConfig()
     report = report if report is not None else MiningReport()
     for file, rel, grammar in source_files(tree):
-        try:
-            text = read_source(file, config.max_file_bytes)
-            functions = extract_functions(rel, text, grammar)
-        except SkipFile as skip:
-            report.skip(skip.args[0], rel)
+        read = _read_file(file, rel, grammar, config)
+        if isinstance(read, str):
+            report.skip(read, rel)
             continue
-        except ParseError:
-            report.skip("parse_error", rel)
-            continue
-        except (RecursionError, MemoryError):  # e.g. a generated one-line sum of 10,000 terms
-            report.skip("too_complex", rel)
-            continue
-        language = "typescript" if grammar == "tsx" else grammar
+        language, text, functions = read
         report.files[language] += 1
         report.functions[language] += len(functions)
         yield rel, text, functions
+
+
+def _read_file(file: Path, rel: str, grammar: str, config: MiningConfig) -> tuple[str, str, list[Function]] | str:
+    """(language, text, every function) of one file, or the reason it is skipped."""
+    try:
+        text = read_source(file, config.max_file_bytes)
+        functions = extract_functions(rel, text, grammar)
+    except SkipFile as skip:
+        return skip.args[0]
+    except ParseError:
+        return "parse_error"
+    except (RecursionError, MemoryError):  # e.g. a generated one-line sum of 10,000 terms
+        return "too_complex"
+    return ("typescript" if grammar == "tsx" else grammar), text, functions
 
 
 def functions_in_tree(
@@ -311,13 +317,18 @@ def labelled_trees(trees: Sequence[SourceTree]) -> list[SourceTree]:
     return out
 
 
-def mine(trees: Sequence[SourceTree | str | os.PathLike], config: MiningConfig | None = None) -> MiningResult:
+def mine(
+    trees: Sequence[SourceTree | str | os.PathLike], config: MiningConfig | None = None, across_processes: bool = False
+) -> MiningResult:
     """Documents and (query, code) pairs from source trees, deduplicated across all of them.
 
     Args:
         trees: folders or files; plain paths are :class:`SourceTree` with no exclusions. With
             several trees, each path starts with its tree's label (default: the root's name).
         config: filters; :class:`MiningConfig` defaults when None.
+        across_processes: every process of a job calls this with the same trees (a collective
+            call); each reads, parses and fingerprints every N-th file, the shares are gathered, and
+            every process deduplicates them in file order: each gets what one process gets.
 
     Returns:
         A :class:`MiningResult`; documented functions are offered to the deduplicator first, so
@@ -326,19 +337,32 @@ def mine(trees: Sequence[SourceTree | str | os.PathLike], config: MiningConfig |
     config = config or MiningConfig()
     start = time.perf_counter()
     report = MiningReport()
+    labelled = labelled_trees([t if isinstance(t, SourceTree) else SourceTree(Path(t)) for t in trees])
+    for tree in labelled:
+        report.sources.setdefault(tree.source, Counter())
+    files = ((i, file, rel, grammar) for i, tree in enumerate(labelled) for file, rel, grammar in source_files(tree))
+    shared = across_processes and _world_size() > 1
+    scans = _scan_shared(list(files), labelled, config) if shared else (_scan(*f, labelled, config) for f in files)
     candidates: list[tuple[Function, str | None, str | None]] = []  # (function, query, why no query)
+    fingerprints: list[Fingerprint] = []  # of each candidate, when the processes took them
     source_of: dict[str, str] = {}
-    for tree in labelled_trees([t if isinstance(t, SourceTree) else SourceTree(Path(t)) for t in trees]):
-        counts = report.sources.setdefault(tree.source, Counter())
-        for rel, _, functions in parsed_files(tree, config, report):
-            counts["files"] += 1
-            source_of[f"{tree.label}/{rel}" if tree.label else rel] = tree.source
-            candidates.extend(_candidates(functions, tree.label, config, report))
+    for scan in scans:  # in file order, whichever process read the file
+        tree = labelled[scan.tree]
+        if scan.skipped:
+            report.skip(scan.skipped, scan.rel)
+            continue
+        report.files[scan.language] += 1
+        report.functions[scan.language] += scan.functions
+        report.sources[tree.source]["files"] += 1
+        source_of[f"{tree.label}/{scan.rel}" if tree.label else scan.rel] = tree.source
+        report.dropped.update(scan.dropped)
+        candidates += scan.candidates
+        fingerprints += scan.fingerprints
     dedup = Deduplicator(config.near_duplicate_threshold)
     kept = []
     for index in sorted(range(len(candidates)), key=lambda i: candidates[i][1] is None):
         fn, _, _ = candidates[index]
-        duplicate = dedup.add(fn.code, fn.name)
+        duplicate = dedup.add_fingerprint(fingerprints[index]) if shared else dedup.add(fn.code, fn.name)
         if duplicate:
             report.dropped[duplicate] += 1
             report.sources[source_of[fn.path]][duplicate] += 1
@@ -360,16 +384,67 @@ def mine(trees: Sequence[SourceTree | str | os.PathLike], config: MiningConfig |
     return MiningResult(documents, pairs, report, {p: s for p, s in source_of.items() if p in kept_paths})
 
 
+@dataclass
+class _FileScan:
+    """What one file gives the miner, before deduplication: small enough to send to another process."""
+
+    tree: int  # index into the labelled trees
+    rel: str
+    skipped: str | None = None  # why the file is not read; the rest stays empty
+    language: str = ""
+    functions: int = 0  # extracted, before any filter
+    dropped: list[str] = field(default_factory=list)  # a code drop per function that failed the limits
+    candidates: list[tuple[Function, str | None, str | None]] = field(default_factory=list)
+    fingerprints: list[Fingerprint] = field(default_factory=list)  # per candidate, when asked for
+
+
+def _scan(
+    tree: int, file: Path, rel: str, grammar: str, trees: list[SourceTree], config: MiningConfig, prints: bool = False
+) -> _FileScan:
+    """One file read, parsed and filtered (``prints``: its candidates' dedup fingerprints taken too)."""
+    read = _read_file(file, rel, grammar, config)
+    if isinstance(read, str):
+        return _FileScan(tree, rel, skipped=read)
+    language, _, functions = read
+    scan = _FileScan(tree, rel, language=language, functions=len(functions))
+    drops: Counter = Counter()
+    scan.candidates = list(_candidates(functions, trees[tree].label, config, drops))
+    scan.dropped = list(drops.elements())
+    if prints:
+        scan.fingerprints = [fingerprint(fn.code, fn.name) for fn, _, _ in scan.candidates]
+    return scan
+
+
+def _scan_shared(files: list[tuple], trees: list[SourceTree], config: MiningConfig) -> list[_FileScan]:
+    """Every file's scan, in order: this process scans files ``rank, rank + N, ...``, and all shares are gathered."""
+    from trainer.distributed import all_gather_objects, rank, world_size  # torch: only when processes share the work
+
+    n = world_size()
+    own = [_scan(*f, trees, config, prints=True) for f in files[rank() :: n]]
+    shares = all_gather_objects(own)
+    return [shares[i % n][i // n] for i in range(len(files))]
+
+
+def _world_size() -> int:
+    """The processes of a job, without importing torch when none was started (a launcher sets WORLD_SIZE)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 1
+    from trainer.distributed import world_size
+
+    return world_size()
+
+
 def _candidates(
-    functions: list[Function], label: str, config: MiningConfig, report: MiningReport
+    functions: list[Function], label: str, config: MiningConfig, dropped: Counter
 ) -> Iterator[tuple[Function, str | None, str | None]]:
-    """(function with its path prefixed by ``label``, query, why no query) of each function passing the code limits."""
+    """(function with its path prefixed by ``label``, query, why no query) of each function passing the code limits;
+    the others counted in ``dropped``."""
     for fn in functions:
         if label:
             fn = dataclasses.replace(fn, path=f"{label}/{fn.path}")
         drop = _code_drop(fn, config)
         if drop:
-            report.dropped[drop] += 1
+            dropped[drop] += 1
             continue
         yield (fn, *_query_or_drop(fn, config))
 
