@@ -72,9 +72,6 @@ class DataConfig:
     min_code_lines: int = 3  # mining: shorter functions are dropped
     max_code_chars: int = 4000  # mining: longer functions are dropped (not truncated)
     hard_negatives: int = 0  # per query, mined with the model being trained; 0: off (costs one encoding pass)
-    # Keep a pair only if the model being trained already ranks its positive in this many of the
-    # training pool's documents for its query (drops docstrings that do not describe their code); 0: off.
-    consistency_top_k: int = 0
     hard_negatives_window: list[int] = field(default_factory=lambda: [10, 50])  # ranks [start, stop) to take them from
     # Training queries: "docstring" (the pairs' own), plus rows asking by "name" (split into words)
     # and "short" (the summary as a search-box question); see trainer.data.queries.
@@ -88,8 +85,6 @@ class DataConfig:
             raise CodetuneError(f"data.max_train_pairs: {self.max_train_pairs} must be at least 1")
         if self.hard_negatives < 0:
             raise CodetuneError(f"data.hard_negatives: {self.hard_negatives} must be 0 or more")
-        if self.consistency_top_k < 0:
-            raise CodetuneError(f"data.consistency_top_k: {self.consistency_top_k} must be 0 (off) or more")
         if len(self.hard_negatives_window) != 2:
             raise CodetuneError(f"data.hard_negatives_window: {self.hard_negatives_window} must be two ranks")
         from trainer.data.queries import check_forms
@@ -177,7 +172,7 @@ def load_training_data(
         config: the ``data`` settings.
         work_dir: where a held-out BEIR set is written when one has to be (a run folder);
             the standard library's alone is used from its cache.
-        model: needed when ``config.hard_negatives`` or ``config.consistency_top_k`` > 0.
+        model: needed when ``config.hard_negatives`` > 0.
 
     Raises:
         CodetuneError: an unknown or unreadable source, no training pairs, or hard negatives
@@ -206,8 +201,6 @@ def read_training_data(
     config.check_paths()
     if config.hard_negatives and model is None:
         raise CodetuneError("data.hard_negatives: mining hard negatives needs a model")
-    if config.consistency_top_k and model is None:
-        raise CodetuneError("data.consistency_top_k: consistency filtering needs a model")
     parts, held_out, report = read_sources(config)
     own = merge(held_out) if held_out else None
     sets = ([own] if own is not None else []) + [load_eval_texts(f) for f in config.decontaminate]
@@ -223,13 +216,6 @@ def read_training_data(
         raise CodetuneError(f"data.source: no training pairs in {config.source}")
     if config.max_train_pairs is not None and len(train) > config.max_train_pairs:
         train = train.shuffle(seed=config.seed).select(range(config.max_train_pairs))
-    if config.consistency_top_k:
-        from trainer.data.consistency import consistency_filter
-
-        train, dropped = consistency_filter(model, train, config.consistency_top_k)
-        print(f"data.consistency_top_k={config.consistency_top_k}: dropped {dropped} pairs whose query does not find its code")
-        if len(train) == 0:
-            raise CodetuneError(f"data.consistency_top_k: {config.consistency_top_k} dropped every training pair")
     if config.eval is not None:
         from trainer.data.beir import load_beir
 
