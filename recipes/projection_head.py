@@ -27,7 +27,7 @@ from trainer.preemption import EXIT_PREEMPTED, StopRequest  # noqa: E402
 StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take seconds
 
 from trainer import run  # noqa: E402
-from trainer.config import load_config  # noqa: E402
+from trainer.config import load_config, refuse_unused  # noqa: E402
 from trainer.data.sampler import text_keys  # noqa: E402
 from trainer.embedding_cache import cached_encode  # noqa: E402
 from trainer.errors import CodetuneError, cli_main  # noqa: E402
@@ -40,6 +40,19 @@ from trainer.retrieval import check_compute, resolve_compute  # noqa: E402
 from trainer.run_folder import run_folder  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "projection_head.yaml"
+
+# Settings this recipe shares with the fine-tuning recipes but has no use for: one-line errors, not no-ops.
+UNUSED = {
+    "model.gradient_checkpointing": "the encoder is frozen: it encodes once and never trains",
+    "model.freeze_embeddings": "the encoder is frozen whole",
+    "model.attention_dropout": "the encoder is frozen: it encodes once and never trains",
+    "model.pca_rotation": "the head trains on the base model's embeddings as they are",
+    "model.pca_refit": "the head trains on the base model's embeddings as they are",
+    "data.hard_negatives": "the head trains on in-batch negatives alone",
+    "data.hard_negatives_window": "the head trains on in-batch negatives alone",
+    "loss.gather_across_devices": "the head trains in one process",
+    "loss.symmetric": "the head's InfoNCE runs from queries to documents only",
+}
 
 
 @dataclass
@@ -72,8 +85,9 @@ class ProjectionHeadConfig(run.RunConfig):
 
 
 def config(argv: list[str] | None = None) -> ProjectionHeadConfig:
-    """The resolved config: defaults, then the YAML (``--config`` or the shipped one), then ``key=value`` overrides."""
-    return load_config(ProjectionHeadConfig, argv, DEFAULT_CONFIG)
+    """The resolved config: defaults, then the YAML (``--config`` or the shipped one), then ``key=value`` overrides;
+    a setting of :data:`UNUSED` fails."""
+    return refuse_unused(load_config(ProjectionHeadConfig, argv, DEFAULT_CONFIG), "projection_head", UNUSED)
 
 
 def main(argv: list[str] | None = None) -> int:
