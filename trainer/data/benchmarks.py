@@ -23,15 +23,17 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from trainer.data.beir import BeirData
-from trainer.data.questions import QUESTION_SETS
+from trainer.data import DataConfig
+from trainer.data.beir import BeirData, load_beir
+from trainer.data.general import humaneval_beir
+from trainer.data.questions import QUESTION_SETS, question_set
 
 OOD_PROJECTS = {"networkx": ["networkx"], "sklearn": ["sklearn"], "small-libs": ["click", "rich", "jinja2", "requests"]}
 QUERIES_PER_SET = 400
 
 
 def site_packages() -> Path:
-    import click
+    import click  # here: a project measured, not a dependency; missing, only the sets that need it fail
 
     return Path(click.__file__).resolve().parents[1]
 
@@ -41,6 +43,8 @@ def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int =
 
     ``written``: documents as they stand in the file (docstring kept) instead of the miner's code.
     """
+    # Here: numpy, datasets, tree-sitter and the trainer.search package, only when a set is built
+    # (`bench/quality.py --help` imports this module).
     from trainer.data.mining import MiningConfig, SourceTree, labelled_trees, mine, parsed_files
     from trainer.data.splits import MinedSplit
     from trainer.search.snippets import written_sources
@@ -64,8 +68,6 @@ def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int =
 
 def general_set(short: bool = False) -> BeirData:
     """HumanEval: task description -> reference solution (signature and body, docstring cut out)."""
-    from trainer.data.general import humaneval_beir
-
     return humaneval_beir(short=short)
 
 
@@ -77,17 +79,13 @@ SET_NAMES = (
 
 def eval_sets(names: tuple[str, ...] = SET_NAMES) -> dict[str, BeirData]:
     """The named sets (all by default), each built offline; a set whose package is not installed raises ImportError."""
-    from trainer.data import DataConfig
-    from trainer.data.beir import load_beir
-    from trainer.data.stdlib import stdlib_dataset
+    from trainer.data.stdlib import stdlib_dataset  # here: datasets, only when a set is built
 
     def build(name: str) -> BeirData:
         if name == "in-domain":
             cfg = DataConfig()
             return load_beir(stdlib_dataset(cfg.mining_config(), cfg.split_config())[1])
         if name.startswith("real:"):
-            from trainer.data.questions import question_set
-
             return question_set(name[5:])
         if name.startswith(("ood:", "written:")):
             kind, project = name.split(":")
