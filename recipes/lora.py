@@ -25,8 +25,8 @@ from trainer.preemption import StopRequest  # noqa: E402
 
 StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take seconds
 
-from trainer.config import load_config  # noqa: E402
-from trainer.errors import CodetuneError, cli_main  # noqa: E402
+from trainer.config import load_config, refuse_unused  # noqa: E402
+from trainer.errors import cli_main  # noqa: E402
 from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.models.lora import LoraSettings, apply_lora, lora_targets, merge_lora, save_adapter  # noqa: E402
@@ -38,6 +38,12 @@ from trainer.session import FineTuneConfig, Session  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lora.yaml"
 
+# Settings this recipe shares with full fine-tuning but has no use for: one-line errors, not no-ops.
+UNUSED = {
+    "merge.alpha": "WiSE-FT merging is for full fine-tuning; scale LoRA's update with lora.alpha instead",
+    "model.freeze_embeddings": "LoRA trains its adapters alone; the token embeddings are frozen already",
+}
+
 
 @dataclass
 class LoraRecipeConfig(FineTuneConfig):
@@ -45,15 +51,14 @@ class LoraRecipeConfig(FineTuneConfig):
 
 
 def config(argv: list[str] | None = None) -> LoraRecipeConfig:
-    """The resolved config: defaults, then the YAML (``--config`` or the shipped one), then ``key=value`` overrides."""
-    return load_config(LoraRecipeConfig, argv, DEFAULT_CONFIG)
+    """The resolved config: defaults, then the YAML (``--config`` or the shipped one), then ``key=value`` overrides;
+    a setting of :data:`UNUSED` fails."""
+    return refuse_unused(load_config(LoraRecipeConfig, argv, DEFAULT_CONFIG), "lora", UNUSED)
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg = config(argv)
     session = Session(cfg, "lora")  # accelerator, seed + rank; a bad data path fails here
-    if cfg.merge.alpha != 1.0:
-        raise CodetuneError(f"merge.alpha: {cfg.merge.alpha} applies to full fine-tuning; scale LoRA with lora.alpha instead")
     model = load_model(cfg.model, device=session.device)
     # What needs this model is checked now, before a minute of base evaluation.
     check_training_settings(model, cfg.model)

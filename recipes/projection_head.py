@@ -7,7 +7,8 @@ Method: the encoder stays frozen. Training queries and their code are encoded on
 disk (keyed by the model's weights and the texts, reused across runs). A linear map on the query
 side only, starting at the identity, is trained with InfoNCE on the cached embeddings, in
 seconds. Documents are untouched, so an index built with the base model stays valid. The result
-is a sentence-transformers model whose query route applies the head (a Router).
+is a sentence-transformers model whose query route applies the head (a Router). It is scored
+before and after on the held-out split and on ``eval.questions``, as the fine-tuning recipes are.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from trainer.preemption import EXIT_PREEMPTED, StopRequest  # noqa: E402
 StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take seconds
 
 from trainer import run  # noqa: E402
-from trainer.config import load_config  # noqa: E402
+from trainer.config import load_config, refuse_unused  # noqa: E402
+from trainer.data.questions import question_set  # noqa: E402
 from trainer.data.sampler import text_keys  # noqa: E402
 from trainer.embedding_cache import cached_encode  # noqa: E402
 from trainer.errors import CodetuneError, cli_main  # noqa: E402
@@ -41,6 +43,19 @@ from trainer.run_folder import run_folder  # noqa: E402
 from trainer.timing import Phases  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "projection_head.yaml"
+
+# Settings this recipe shares with the fine-tuning recipes but has no use for: one-line errors, not no-ops.
+UNUSED = {
+    "model.gradient_checkpointing": "the encoder is frozen: it encodes once and never trains",
+    "model.freeze_embeddings": "the encoder is frozen whole",
+    "model.attention_dropout": "the encoder is frozen: it encodes once and never trains",
+    "model.pca_rotation": "the head trains on the base model's embeddings as they are",
+    "model.pca_refit": "the head trains on the base model's embeddings as they are",
+    "data.hard_negatives": "the head trains on in-batch negatives alone",
+    "data.hard_negatives_window": "the head trains on in-batch negatives alone",
+    "loss.gather_across_devices": "the head trains in one process",
+    "loss.symmetric": "the head's InfoNCE runs from queries to documents only",
+}
 
 
 @dataclass
@@ -73,8 +88,9 @@ class ProjectionHeadConfig(run.RunConfig):
 
 
 def config(argv: list[str] | None = None) -> ProjectionHeadConfig:
-    """The resolved config: defaults, then the YAML (``--config`` or the shipped one), then ``key=value`` overrides."""
-    return load_config(ProjectionHeadConfig, argv, DEFAULT_CONFIG)
+    """The resolved config: defaults, then the YAML (``--config`` or the shipped one), then ``key=value`` overrides;
+    a setting of :data:`UNUSED` fails."""
+    return refuse_unused(load_config(ProjectionHeadConfig, argv, DEFAULT_CONFIG), "projection_head", UNUSED)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,12 +115,19 @@ def main(argv: list[str] | None = None) -> int:
             facts = RunFacts("projection_head", cfg, data_summary(cfg.data, data, eval_data))
             tracker.log_data(facts.data)
             rows = data.train.to_list()
+            if cfg.tracking.log_examples:
+                tracker.log_examples(rows[:16])
 
         # Encode once (cached across runs), then train the head on the cached embeddings. The head
-        # leaves documents as the base encodes them: the evaluation corpus is encoded once, for both.
+        # leaves documents as the base encodes them: each evaluation corpus (the held-out split,
+        # each eval.questions set) is encoded once, for before and after.
+        eval_dims = cfg.eval.dims or dims
         with phases.phase("base_eval"):
             corpus = encode_corpus(base, eval_data, cfg.eval.batch_size) if eval_data is not None else None
-            before = run.evaluate_main(base, eval_data, cfg.eval.dims or dims, cfg.eval, acc, corpus)
+            before = run.evaluate_main(base, eval_data, eval_dims, cfg.eval, acc, corpus)
+            questions = {name: question_set(name) for name in cfg.eval.questions}
+            corpora = {name: encode_corpus(base, q, cfg.eval.batch_size) for name, q in questions.items()}
+            before_q = {name: run.evaluate_main(base, q, eval_dims, cfg.eval, acc, corpora[name]) for name, q in questions.items()}
         if StopRequest().requested():  # the head trains in seconds: nothing worth a checkpoint yet
             tracker.finish()
             print("stopped on request before the head was trained; nothing to save: rerun the same command")
@@ -126,15 +149,20 @@ def main(argv: list[str] | None = None) -> int:
         # Evaluate the exported model (its Router routes queries through the head), save.
         model = with_query_head(base, head)
         with phases.phase("final_eval"):
-            after = run.evaluate_main(model, eval_data, cfg.eval.dims or dims, cfg.eval, acc, corpus)
+            after = run.evaluate_main(model, eval_data, eval_dims, cfg.eval, acc, corpus)
+            after_q = {name: run.evaluate_main(model, q, eval_dims, cfg.eval, acc, corpora[name]) for name, q in questions.items()}
         for tag, metrics in (("before", before), ("after", after)):
             if metrics:
                 run.log_eval(tracker, metrics, 0 if tag == "before" else h.epochs, tag)
+        for name in questions:
+            run.log_eval(tracker, before_q[name], 0, f"before/{name}")
+            run.log_eval(tracker, after_q[name], h.epochs, f"after/{name}")
         meta = {"model": m.name, "data": str(data.eval_dir), "split": data.eval_split}
         if eval_data is not None:
             meta["data_fingerprint"] = eval_data.fingerprint()
         with phases.phase("export"):
-            run.finish(model, run_dir, before, after, meta, acc, f"projection head on {m.name}: held-out code retrieval", facts, tracker)
+            run.finish(model, run_dir, before, after, meta, acc, f"projection head on {m.name}: held-out code retrieval", facts,
+                       tracker, (before_q, after_q) if questions else None)
         phases.report(run_dir, tracker, h.epochs, acc.is_main_process)
         tracker.finish()
     return 0

@@ -5,6 +5,8 @@ compare), and the same through `codetune train`; signals are in tests/test_stop.
 points its outputs there, so "nothing written" is checked by that folder staying empty.
 """
 
+import functools
+import json
 import os
 import re
 import subprocess
@@ -41,6 +43,8 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("evaluation set: missing folder", [RECIPE, *run, "data.eval=./no-beir"], "data.eval"),
         ("head: negative rank", [HEAD, *run, "head.rank=-1"], "head.rank"),
         ("head: unknown compute", [HEAD, *run, "head.compute=fp8"], "head.compute"),
+        ("head: a setting it does not use", [HEAD, *run, "data.hard_negatives=3"],
+         "data.hard_negatives: 3: the projection_head recipe does not use this setting"),
         ("evaluate: missing set", ["-m", "trainer.evaluate", "--data", "./no-beir", "--output", "out/r.json"], "no-beir"),
         ("evaluate: dim too large", ["-m", "trainer.evaluate", "--data", str(BEIR), "--dims", "999", "--output", "out/r.json"], "999"),
         ("mine: missing tree", ["-m", "trainer.data", "mine", "./no-src", "--out", "out/mined"], "no-src"),
@@ -51,6 +55,8 @@ def _cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         # `codetune train` checks the config before accelerate starts a worker ...
         ("train: value of the wrong type", [*TRAIN, "matryoshka", *run, "train.lr=abc"], "train.lr"),
         ("train: unknown key of the lora recipe", [*TRAIN, "lora", *run, "lora.rnk=4"], "lora.rnk"),
+        ("train: a setting the lora recipe does not use", [*TRAIN, "lora", *run, "merge.alpha=0.5"],
+         "merge.alpha: 0.5: the lora recipe does not use this setting"),
         ("train: unknown recipe", [*TRAIN, "nope", *run], "nope"),
         ("train: shipped config that is not", [*TRAIN, "matryoshka", *run, "--config", "nope"], "nope"),
         ("train: launcher flag of the wrong type", [*TRAIN, "--num_processes", "x", "matryoshka", *run], "--num_processes"),
@@ -141,3 +147,35 @@ def test_a_knob_the_model_cannot_take_fails_before_data_or_base_evaluation(recip
     with pytest.raises(CodetuneError, match=needle):
         importlib.import_module(f"recipes.{recipe}").main(argv)
     assert not (tmp_path / "run").exists()
+
+
+# A value other than the default for each setting a recipe has no use for.
+UNUSED = {
+    "projection_head": {
+        "model.gradient_checkpointing": "true", "model.freeze_embeddings": "true", "model.attention_dropout": "0.1",
+        "model.pca_rotation": "true", "model.pca_refit": "true", "data.hard_negatives": "2",
+        "data.hard_negatives_window": "[5,20]", "loss.gather_across_devices": "false", "loss.symmetric": "true",
+    },
+    "lora": {"merge.alpha": "0.5", "model.freeze_embeddings": "true"},
+}
+
+
+@pytest.mark.parametrize("recipe, key", [(recipe, key) for recipe, keys in UNUSED.items() for key in keys])
+def test_a_setting_the_recipe_does_not_use_is_refused_where_its_config_is_loaded(recipe, key):
+    """Not a silent no-op: the recipe's config() (which `codetune train` calls before any worker
+    starts) names the setting and the recipe. At its default the same setting is accepted."""
+    from trainer.errors import CodetuneError
+    from trainer.launch import load_recipe, recipe_path
+
+    module = load_recipe(recipe_path(recipe))
+    with pytest.raises(CodetuneError, match=rf"^{re.escape(key)}: .*: the {recipe} recipe does not use this setting \("):
+        module.config([f"{key}={UNUSED[recipe][key]}"])
+    default = functools.reduce(getattr, key.split("."), type(module.config([]))())
+    module.config([f"{key}={json.dumps(default)}"])
+
+
+def test_the_matryoshka_recipe_uses_every_setting_the_others_refuse():
+    from trainer.launch import load_recipe, recipe_path
+
+    module = load_recipe(recipe_path("matryoshka"))
+    module.config([f"{key}={value}" for keys in UNUSED.values() for key, value in keys.items()])

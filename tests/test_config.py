@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from trainer.config import load_config, split_argv, to_dict, yaml_layers
 from trainer.errors import CodetuneError
@@ -98,6 +99,24 @@ def test_every_shipped_recipe_has_a_config_and_its_default_ships():
         module = load_recipe(recipe_path(name))
         assert Path(module.DEFAULT_CONFIG) in SHIPPED
         assert module.config([]) == module.config(["--config", str(module.DEFAULT_CONFIG)])
+
+
+@pytest.mark.parametrize("key", ["loss.false_negative_margin", "loss.same_type_negatives", "train.layer_lr_decay",
+                                 "data.consistency_top_k"])
+def test_a_removed_knob_is_an_unknown_key_but_a_run_saved_at_its_old_default_still_resumes(key, tmp_path):
+    """docs/tried-not-kept.md's knobs: setting one fails as any unknown key does; a run folder saved
+    before the removal, with the knob at the default it had (what this code computes), resumes."""
+    from trainer.run_folder import RETIRED_DEFAULTS, check_resume_config
+    from trainer.session import FineTuneConfig
+
+    with pytest.raises(CodetuneError, match=f"^override {re.escape(key)}: unknown key"):
+        load_config(FineTuneConfig, [f"{key}=1"])
+    cfg = load_config(FineTuneConfig, [])
+    saved = to_dict(cfg)
+    section, name = key.split(".")
+    saved[section][name] = RETIRED_DEFAULTS[key]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    check_resume_config(tmp_path / "config.yaml", cfg)
 
 
 def test_yes_no_on_off_stay_strings():

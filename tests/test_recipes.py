@@ -162,4 +162,4 @@ def test_merge_alpha_zero_gives_the_base_model_back(tiny_roberta, pairs, tmp_pat
     result = check_run_folder(out)
     assert result["after"]["metrics"] == result["before"]["metrics"]
     proc = run_recipe("lora.py", tiny_roberta, "codebert", tmp_path / "lora", pairs, "merge.alpha=0.5", check=False)
-    assert proc.returncode != 0 and "merge.alpha: 0.5 applies to full fine-tuning" in proc.stderr
+    assert proc.returncode != 0 and "merge.alpha: 0.5: the lora recipe does not use this setting" in proc.stderr

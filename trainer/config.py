@@ -10,16 +10,20 @@ shipped config's name (``base: matryoshka``). The base is applied first (recursi
 order is dataclass defaults < base YAML < the YAML < overrides.
 
 Unknown keys and values of the wrong type fail with a one-line :class:`CodetuneError` that names
-the file or flag. The resolved config is what a run saves next to its results.
+the file or flag, and so does a setting the recipe has no use for (:func:`refuse_unused`). The
+resolved config is what a run saves next to its results.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import re
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -221,6 +225,30 @@ def load_config(cls: type[T], argv: list[str] | None = None, default_file: str |
         except yaml.YAMLError:
             value = raw
         cfg = _build(cls, _nest(key, value), "override ", cfg)
+    return cfg
+
+
+def refuse_unused(cfg: T, recipe: str, unused: Mapping[str, str]) -> T:
+    """``cfg``, once no setting that ``recipe`` ignores differs from its default.
+
+    The recipes share config sections (every recipe has ``model``, ``data``, ``loss``, ``eval``),
+    so a recipe may be handed a setting it never reads. Such a setting is an error, not a silent
+    no-op: one line naming it, the recipe and why.
+
+    Args:
+        unused: dotted key -> why ``recipe`` has no use for it.
+
+    Raises:
+        CodetuneError: for the first key of ``unused`` whose value is not the dataclass default.
+    """
+    defaults = type(cfg)()
+    for key, why in unused.items():
+        value, default = (functools.reduce(getattr, key.split("."), c) for c in (cfg, defaults))
+        if value != default:
+            raise CodetuneError(
+                f"{key}: {json.dumps(value)}: the {recipe} recipe does not use this setting ({why}); "
+                f"leave it at its default, {json.dumps(default)}"
+            )
     return cfg
 
 

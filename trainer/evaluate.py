@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from trainer.data.beir import load_beir
 from trainer.errors import CodetuneError, cli_main
 from trainer.fileio import atomic_write_json
 from trainer.tables import metrics_table, print_table
@@ -37,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     # Imports that pull in torch come after argument parsing so --help is instant.
     import torch
 
-    from trainer.data.beir import load_beir
     from trainer.distributed import join_launch, rank
     from trainer.evaluator import evaluate, resolve_dims
     from trainer.models import load_model

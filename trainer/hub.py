@@ -13,6 +13,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import huggingface_hub  # lazy: its API and HTTP stack load on first use
+
 from trainer.errors import CodetuneError
 
 REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
@@ -29,11 +31,9 @@ class HubConfig:
             return
         if not REPO_ID.fullmatch(self.repo_id):
             raise CodetuneError(f"hub.repo_id: {self.repo_id!r} is not namespace/name")
-        from huggingface_hub import constants, get_token
-
-        if constants.HF_HUB_OFFLINE:
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
             raise CodetuneError("hub.repo_id: HF_HUB_OFFLINE is set, so nothing can be pushed; unset it or drop hub.repo_id")
-        if not get_token():
+        if not huggingface_hub.get_token():
             raise CodetuneError("hub.repo_id: no Hugging Face token; set HF_TOKEN or run `hf auth login`")
 
 
@@ -44,8 +44,6 @@ def check_upload(folder: Path) -> list[str]:
         CodetuneError: a file a loadable sentence-transformers model needs is missing, or the card
             is not codetune's (its metadata would describe another model).
     """
-    from huggingface_hub import metadata_load
-
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     names = {Path(f).name for f in files}  # a Router model keeps its modules' files in subfolders
     missing = [name for name in ("modules.json", "README.md") if name not in files]
@@ -53,7 +51,7 @@ def check_upload(folder: Path) -> list[str]:
     missing += [] if names & set(WEIGHTS) else [" or ".join(WEIGHTS)]
     if missing:
         raise CodetuneError(f"hub upload {folder}: missing {', '.join(missing)}")
-    meta = metadata_load(folder / "README.md") or {}
+    meta = huggingface_hub.metadata_load(folder / "README.md") or {}
     if "codetune" not in meta.get("tags", []):
         raise CodetuneError(f"hub upload {folder}: README.md is not this run's model card")
     return files
@@ -61,10 +59,8 @@ def check_upload(folder: Path) -> list[str]:
 
 def push(folder: Path, cfg: HubConfig, message: str) -> str | None:
     """Upload ``folder`` to ``cfg.repo_id`` (created if needed); returns the commit URL, or None after a warning."""
-    from huggingface_hub import HfApi
-
     check_upload(folder)
-    api = HfApi()  # the token: HF_TOKEN or the saved login, as HubConfig checked
+    api = huggingface_hub.HfApi()  # the token: HF_TOKEN or the saved login, as HubConfig checked
     try:
         api.create_repo(cfg.repo_id, private=cfg.private, repo_type="model", exist_ok=True)
         commit = api.upload_folder(repo_id=cfg.repo_id, folder_path=str(folder), repo_type="model", commit_message=message)

@@ -155,6 +155,7 @@ def _status_of(codes: list[int]) -> int:
 
 def launch(launcher_flags: list[str], script: Path, args: list[str]) -> int:
     """Run ``accelerate launch [launcher_flags] script args``; returns the recipe's exit status."""
+    # Here: accelerate and torch take seconds to import, and `codetune train --help` needs neither.
     from accelerate.commands.launch import launch_command, launch_command_parser
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
@@ -180,7 +181,7 @@ def _raise(message: str):
 
 def split_launcher_flags(argv: list[str]) -> tuple[list[str], str, list[str]]:
     """``[launcher flags] RECIPE [recipe args]`` split by accelerate's own parser (it knows which flags take a value)."""
-    from accelerate.commands.launch import launch_command_parser
+    from accelerate.commands.launch import launch_command_parser  # here: as in launch(), off `codetune train --help`
 
     parser = launch_command_parser()
     parser.error = _raise

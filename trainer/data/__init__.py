@@ -17,8 +17,10 @@ The modules, one step each: :mod:`~trainer.data.sources` (what a ``data.source``
 (the default dataset), :mod:`~trainer.data.beir` (the evaluation format). ``python -m trainer.data`` mines and
 adds negatives from the command line.
 
-The heavy modules (``datasets``, tree-sitter, torch) are imported inside the functions here, so
-that importing :mod:`trainer.data.beir` for evaluation alone stays cheap.
+The modules that pull in numpy, ``datasets``, tree-sitter or torch are imported inside the
+functions here, each import saying which: every ``trainer.data.*`` import runs this file first,
+and :mod:`trainer.data.beir` (evaluation) or :mod:`trainer.data.languages` (``codetune search``)
+must stay cheap. The light ones (beir, queries, documents) are imported at the top.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from trainer.data.beir import BeirData, load_beir, write_beir
+from trainer.data.documents import add_written_documents
+from trainer.data.queries import add_query_forms, check_forms
 from trainer.errors import CodetuneError
 
 if TYPE_CHECKING:
     import datasets
     from sentence_transformers import SentenceTransformer
 
-    from trainer.data.beir import BeirData
     from trainer.data.mining import MiningConfig
     from trainer.data.negatives import NegativesConfig
     from trainer.data.splits import SplitConfig
@@ -74,9 +78,6 @@ class DataConfig:
     min_code_lines: int = 3  # mining: shorter functions are dropped
     max_code_chars: int = 4000  # mining: longer functions are dropped (not truncated)
     hard_negatives: int = 0  # per query, mined with the model being trained; 0: off (costs one encoding pass)
-    # Keep a pair only if the model being trained already ranks its positive in this many of the
-    # training pool's documents for its query (drops docstrings that do not describe their code); 0: off.
-    consistency_top_k: int = 0
     hard_negatives_window: list[int] = field(default_factory=lambda: [10, 50])  # ranks [start, stop) to take them from
     # Training queries: "docstring" (the pairs' own), plus rows asking by "name" (split into words)
     # and "short" (the summary as a search-box question); see trainer.data.queries.
@@ -90,16 +91,12 @@ class DataConfig:
             raise CodetuneError(f"data.max_train_pairs: {self.max_train_pairs} must be at least 1")
         if self.hard_negatives < 0:
             raise CodetuneError(f"data.hard_negatives: {self.hard_negatives} must be 0 or more")
-        if self.consistency_top_k < 0:
-            raise CodetuneError(f"data.consistency_top_k: {self.consistency_top_k} must be 0 (off) or more")
         if len(self.hard_negatives_window) != 2:
             raise CodetuneError(f"data.hard_negatives_window: {self.hard_negatives_window} must be two ranks")
-        from trainer.data.queries import check_forms
-
         check_forms(self.query_forms)
         if not 0 <= self.written_share <= 1:
             raise CodetuneError(f"data.written_share: {self.written_share} must be between 0 and 1")
-        from trainer.data.mixing import mix_alpha
+        from trainer.data.mixing import mix_alpha  # numpy
 
         mix_alpha(self.mix)
         self.split_config()
@@ -108,8 +105,8 @@ class DataConfig:
 
     def check_paths(self) -> None:
         """Fail on a missing source or evaluation folder before anything expensive (a model load) runs."""
-        from trainer.data.sources import check_package, is_package
-        from trainer.data.stdlib import is_stdlib
+        from trainer.data.sources import check_package, is_package  # numpy, tree-sitter
+        from trainer.data.stdlib import is_stdlib  # datasets
 
         sources = self.sources()
         if not sources:
@@ -132,19 +129,19 @@ class DataConfig:
 
     def mining_config(self) -> MiningConfig:
         """The miner's settings."""
-        from trainer.data.mining import MiningConfig
+        from trainer.data.mining import MiningConfig  # numpy, tree-sitter
 
         return MiningConfig(self.min_query_words, self.min_code_lines, self.max_code_chars)
 
     def split_config(self) -> SplitConfig:
         """The held-out split's settings."""
-        from trainer.data.splits import SplitConfig
+        from trainer.data.splits import SplitConfig  # datasets
 
         return _prefixed(SplitConfig, self.test_fraction, self.seed, self.group_by, self.max_test_queries)
 
     def negatives_config(self) -> NegativesConfig:
         """The hard-negative miner's settings."""
-        from trainer.data.negatives import NegativesConfig
+        from trainer.data.negatives import NegativesConfig  # torch, sentence-transformers
 
         start, stop = self.hard_negatives_window
         return _prefixed(NegativesConfig, window=(start, stop), per_query=max(self.hard_negatives, 1))
@@ -179,7 +176,7 @@ def load_training_data(
         config: the ``data`` settings.
         work_dir: where a held-out BEIR set is written when one has to be (a run folder);
             the standard library's alone is used from its cache.
-        model: needed when ``config.hard_negatives`` or ``config.consistency_top_k`` > 0.
+        model: needed when ``config.hard_negatives`` > 0.
 
     Raises:
         CodetuneError: an unknown or unreadable source, no training pairs, or hard negatives
@@ -201,15 +198,13 @@ def read_training_data(
     resampled to its ``data.mix`` share (:mod:`~trainer.data.mixing`). ``report`` counts each step
     per source: ``labels`` (label -> its ``data.source`` entry), ``mining``, ``dedup``, ``decontamination``, ``mix``.
     """
-    from trainer.data.assemble import concatenate, merge, read_sources
-    from trainer.data.decontaminate import decontaminate, load_sets
-    from trainer.data.mixing import mix_sources
+    from trainer.data.assemble import concatenate, merge, read_sources  # datasets, tree-sitter
+    from trainer.data.decontaminate import decontaminate, load_sets  # numpy
+    from trainer.data.mixing import mix_sources  # numpy
 
     config.check_paths()
     if config.hard_negatives and model is None:
         raise CodetuneError("data.hard_negatives: mining hard negatives needs a model")
-    if config.consistency_top_k and model is None:
-        raise CodetuneError("data.consistency_top_k: consistency filtering needs a model")
     parts, held_out, report = read_sources(config)
     own = merge(held_out) if held_out else None
     sets = ([own] if own is not None else []) + load_sets(config.decontaminate)
@@ -225,16 +220,7 @@ def read_training_data(
         raise CodetuneError(f"data.source: no training pairs in {config.source}")
     if config.max_train_pairs is not None and len(train) > config.max_train_pairs:
         train = train.shuffle(seed=config.seed).select(range(config.max_train_pairs))
-    if config.consistency_top_k:
-        from trainer.data.consistency import consistency_filter
-
-        train, dropped = consistency_filter(model, train, config.consistency_top_k)
-        print(f"data.consistency_top_k={config.consistency_top_k}: dropped {dropped} pairs whose query does not find its code")
-        if len(train) == 0:
-            raise CodetuneError(f"data.consistency_top_k: {config.consistency_top_k} dropped every training pair")
     if config.eval is not None:
-        from trainer.data.beir import load_beir
-
         eval_data = load_beir(config.eval, config.eval_split)
         return TrainingData(train, Path(config.eval), config.eval_split, eval_data, report)
     if own is None:
@@ -252,16 +238,12 @@ def expand_rows(
             1/N of the texts for the negatives and all get the same rows back (a collective call).
     """
     if config.hard_negatives:
-        from trainer.data.negatives import mine_hard_negatives
+        from trainer.data.negatives import mine_hard_negatives  # torch, sentence-transformers
 
         train = mine_hard_negatives(model, train, config.negatives_config(), across_processes=across_processes)
     if config.query_forms != ["docstring"]:
-        from trainer.data.queries import add_query_forms
-
         train = add_query_forms(train, config.query_forms)
     if config.written_share:
-        from trainer.data.documents import add_written_documents
-
         train = add_written_documents(train, config.written_share, config.seed)
     return train
 
@@ -269,8 +251,6 @@ def expand_rows(
 def _held_out(held_out: list[BeirData | Path], data: BeirData, work_dir: Path) -> Path:
     """The held-out set's folder: the standard library's cached one as it is, anything else
     (``data``, the merged sets) written under ``work_dir`` for the record."""
-    from trainer.data.beir import write_beir
-
     if len(held_out) == 1 and isinstance(held_out[0], Path):
         return held_out[0]
     eval_dir = work_dir / "data" / "eval"

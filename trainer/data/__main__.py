@@ -27,16 +27,21 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+# The settings classes hold the parser's defaults, so every start, --help included, imports what
+# the commands need (datasets, tree-sitter; negatives: torch, sentence-transformers): nothing to defer.
+from trainer.data import DataConfig
+from trainer.data.formats import load_pairs, write_jsonl
+from trainer.data.mining import mine
+from trainer.data.negatives import NegativesConfig, mine_hard_negatives
+from trainer.data.sources import is_package, trees_of
+from trainer.data.splits import GROUP_BY, SplitConfig, split_mined, write_mined
+from trainer.data.stdlib import is_stdlib, stdlib_tree
+from trainer.distributed import join_launch, rank
 from trainer.errors import CodetuneError, cli_main
+from trainer.models import load_model
 
 
 def _parser() -> argparse.ArgumentParser:
-    # The settings classes hold the defaults; both import datasets (negatives: sentence-transformers)
-    # as the commands themselves do, so --help pays that import too.
-    from trainer.data import DataConfig
-    from trainer.data.negatives import NegativesConfig
-    from trainer.data.splits import GROUP_BY, SplitConfig
-
     split, negatives = SplitConfig(), NegativesConfig()
     parser = argparse.ArgumentParser(prog="python -m trainer.data", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -94,11 +99,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _mine(args: argparse.Namespace) -> None:
-    from trainer.data.mining import mine
-    from trainer.data.sources import is_package, trees_of
-    from trainer.data.splits import SplitConfig, split_mined, write_mined
-    from trainer.data.stdlib import is_stdlib, stdlib_tree
-
     split = SplitConfig(args.test_fraction, args.seed, args.group_by, args.max_test_queries)
     trees = []
     for source in args.sources:
@@ -142,11 +142,6 @@ def _print_report(summary: dict) -> None:
 
 
 def _negatives(args: argparse.Namespace) -> None:
-    from trainer.data.formats import load_pairs, write_jsonl
-    from trainer.data.negatives import NegativesConfig, mine_hard_negatives
-    from trainer.distributed import join_launch, rank
-    from trainer.models import load_model
-
     source = args.data / "train.jsonl" if args.data.is_dir() else args.data
     out = args.out or source.with_name(f"{source.stem}.negatives.jsonl")
     config = NegativesConfig(window=tuple(args.window), per_query=args.per_query, batch_size=args.batch_size)

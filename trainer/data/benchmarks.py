@@ -34,8 +34,10 @@ import random
 import sys
 from pathlib import Path
 
-from trainer.data.beir import BeirData
-from trainer.data.questions import QUESTION_SETS
+from trainer.data import DataConfig
+from trainer.data.beir import BeirData, load_beir
+from trainer.data.general import humaneval_beir
+from trainer.data.questions import QUESTION_SETS, question_set
 from trainer.errors import CodetuneError
 
 OOD_PROJECTS = {"networkx": ["networkx"], "sklearn": ["sklearn"], "small-libs": ["click", "rich", "jinja2", "requests"]}
@@ -46,7 +48,7 @@ SETS_VERSION = 1
 
 
 def site_packages() -> Path:
-    import click
+    import click  # here: a project measured, not a dependency; missing, only the sets that need it fail
 
     return Path(click.__file__).resolve().parents[1]
 
@@ -56,6 +58,8 @@ def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int =
 
     ``written``: documents as they stand in the file (docstring kept) instead of the miner's code.
     """
+    # Here: numpy, datasets, tree-sitter and the trainer.search package, only when a set is built
+    # (`bench/quality.py --help` imports this module).
     from trainer.data.mining import MiningConfig, SourceTree, labelled_trees, mine, parsed_files
     from trainer.data.splits import MinedSplit
     from trainer.search.snippets import written_sources
@@ -79,8 +83,6 @@ def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int =
 
 def general_set(short: bool = False) -> BeirData:
     """HumanEval: task description -> reference solution (signature and body, docstring cut out)."""
-    from trainer.data.general import humaneval_beir
-
     return humaneval_beir(short=short)
 
 
@@ -117,16 +119,12 @@ def eval_set(name: str) -> BeirData:
 
 
 def _build(name: str) -> BeirData:
-    from trainer.data import DataConfig
-    from trainer.data.beir import load_beir
-    from trainer.data.stdlib import stdlib_dataset
+    from trainer.data.stdlib import stdlib_dataset  # here: datasets, only when a set is built
 
     if name == "in-domain":
         cfg = DataConfig()
         return load_beir(stdlib_dataset(cfg.mining_config(), cfg.split_config())[1])
     if name.startswith("real:"):
-        from trainer.data.questions import question_set
-
         return question_set(name[5:])
     if name.startswith(("ood:", "written:")):
         kind, project = name.split(":")

@@ -34,7 +34,7 @@ def docstring_rest(docstring: str) -> str:
         >>> docstring_rest("Parse a file.\\n\\nArgs:\\n    path: where")
         'Args:\\n    path: where'
     """
-    from trainer.data.mining import docstring_summary
+    from trainer.data.mining import docstring_summary  # here: numpy and tree-sitter; trainer.data imports this module
 
     lines = docstring.strip().split("\n")
     summary = docstring_summary(docstring)

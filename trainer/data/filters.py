@@ -104,7 +104,7 @@ def _permutations() -> object:
 
 def minhash(hashes: set[int] | np.ndarray) -> MinHash:
     """The 64-permutation MinHash signature of a non-empty set of 32-bit hashes (already hashed: no re-hash)."""
-    from datasketch import MinHash
+    from datasketch import MinHash  # as in _permutations: only when deduplicating
 
     sketch = MinHash(num_perm=_NUM_PERM, permutations=_permutations(), scheme="affine32", hashfunc=int)
     sketch.update_batch(hashes)
@@ -143,7 +143,7 @@ class NearIndex:
     def __init__(self, threshold: float) -> None:
         """``threshold``: the Jaccard similarity from which :meth:`find` reports a match."""
         self.threshold = threshold
-        from datasketch import MinHashLSH
+        from datasketch import MinHashLSH  # as in _permutations: only when deduplicating
 
         # Sorted uint32 arrays, not sets: ~0.5 KB instead of ~12 KB for a function of 120 shingles,
         # which is what kept 2.4 GB resident when mining every installed distribution.

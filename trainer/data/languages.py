@@ -37,6 +37,11 @@ from functools import cache
 from pathlib import PurePath
 
 import tree_sitter
+import tree_sitter_go
+import tree_sitter_java
+import tree_sitter_javascript
+import tree_sitter_rust
+import tree_sitter_typescript
 
 EXTENSIONS: dict[str, str] = {
     ".py": "python",
@@ -211,12 +216,6 @@ def _js_like(load: Callable[[], object], language: str) -> _Grammar:
 
 
 def _grammars() -> dict[str, _Grammar]:
-    import tree_sitter_go
-    import tree_sitter_java
-    import tree_sitter_javascript
-    import tree_sitter_rust
-    import tree_sitter_typescript
-
     return {
         "javascript": _js_like(tree_sitter_javascript.language, "javascript"),
         "typescript": _js_like(tree_sitter_typescript.language_typescript, "typescript"),

@@ -94,7 +94,7 @@ def add_query_forms(rows: datasets.Dataset, forms: list[str]) -> datasets.Datase
     Rows without a ``name`` column (user datasets) get no ``name`` form; a derived query equal to
     the row's own is not added twice.
     """
-    import datasets
+    import datasets  # here: ~1 s to import, and trainer.data imports this module (config checks need none)
 
     check_forms(forms)
     extra = [f for f in forms if f != "docstring"]

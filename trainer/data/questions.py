@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.data.beir import BeirData
+from trainer.data.beir import BeirData, load_beir
 from trainer.errors import CodetuneError
 
 SETS_DIR = Path(__file__).parent / "sets"
@@ -34,8 +34,6 @@ def check_question_set(name: str) -> None:
 
 def question_set(name: str) -> BeirData:
     """The shipped set ``name`` (one of :data:`QUESTION_SETS`) or a BEIR folder, loaded."""
-    from trainer.data.beir import load_beir
-
     check_question_set(name)
     if name == "staqc":
         return load_beir(SETS_DIR / "staqc")
@@ -47,9 +45,11 @@ def question_set(name: str) -> BeirData:
 def click_questions() -> BeirData:
     """The click questions as a BEIR set: every function of the installed click as written."""
     try:
-        import click
+        import click  # here: a project the set is about, not a dependency; missing, only this set fails
     except ImportError:
         raise CodetuneError("eval.questions: the click set needs the click package installed") from None
+    # Here: numpy, tree-sitter and the trainer.search package, which only the click set needs
+    # (every recipe config checks eval.questions through this module).
     from trainer.data.mining import parsed_files
     from trainer.search.snippets import written_sources
 

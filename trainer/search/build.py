@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from trainer import __version__
+from trainer.data.mining import MiningReport, SourceTree, labelled_trees, parsed_files, source_files
 from trainer.errors import CodetuneError
 from trainer.search.dense import PRECISIONS, DenseIndex, calibrate, check_precision, quantize
 from trainer.search.lexical import TOKENS_VERSION, LexicalIndex, TokenIds
@@ -133,9 +134,10 @@ def build_index(
     Raises:
         CodetuneError: a source that does not exist, a bad ``dim`` or ``precision``, or ``out`` that is a file.
     """
+    # Here, not at the top: every `codetune search` command imports this module, and only indexing
+    # needs torch and sentence-transformers (embedding_cache, retrieval, models: seconds) or tqdm.
     from tqdm.auto import tqdm
 
-    from trainer.data.mining import MiningReport, SourceTree, labelled_trees, parsed_files, source_files
     from trainer.embedding_cache import model_fingerprint
     from trainer.retrieval import encode, normalize_truncate, resolve_compute
 
@@ -149,7 +151,7 @@ def build_index(
         check_precision(precision, 0)  # before loading a model
     compute = resolve_compute(compute)
     if model is None:
-        from trainer.models import load_model
+        from trainer.models import load_model  # as above: sentence-transformers and torch
 
         model = load_model(model_spec)
     full = model.get_embedding_dimension()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 from trainer import __version__
 from trainer.errors import CodetuneError
@@ -46,11 +47,11 @@ def export_chroma(
         CodetuneError: chromadb missing, both or neither of path/url, or a server that does not answer.
     """
     try:
+        # Here: an optional extra (codetune[search]), heavy, and needed by --store chroma alone.
         import chromadb
         from chromadb.config import Settings
     except ImportError:
         raise CodetuneError("--store chroma needs chromadb: pip install chromadb") from None
-    from urllib.parse import urlparse
 
     check_exportable(index.precision)
     if (path is None) == (url is None):

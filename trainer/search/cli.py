@@ -18,10 +18,12 @@ import json
 import sys
 
 from trainer.errors import CodetuneError, cli_main
-from trainer.search.build import DEFAULT_DIM
+from trainer.search.build import DEFAULT_DIM, build_index
+from trainer.search.chroma import check_exportable, export_chroma
 from trainer.search.dense import PRECISIONS, check_precision
-from trainer.search.output import PREVIEW_LINES
-from trainer.search.query import DEFAULT_MODE, MODES, check_languages, check_mode
+from trainer.search.output import PREVIEW_LINES, print_hits
+from trainer.search.query import DEFAULT_MODE, MODES, check_languages, check_mode, search
+from trainer.search.store import load_index
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,10 +62,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _index(args) -> int:
-    from trainer.search.build import build_index
-    from trainer.search.chroma import check_exportable, export_chroma
-    from trainer.search.store import load_index
-
     check_precision(args.precision, args.dim or 8)  # before a model is loaded; the default dim is a multiple of 8
     if args.store not in (None, "chroma"):
         raise CodetuneError(f"--store {args.store}: the one store is chroma")
@@ -91,10 +89,6 @@ def _index(args) -> int:
 
 
 def _query(args, quiet) -> int:
-    from trainer.search.output import print_hits
-    from trainer.search.query import search
-    from trainer.search.store import load_index
-
     if args.k < 1:
         raise CodetuneError(f"-k {args.k}: must be at least 1")
     if args.lines < 1:
@@ -106,7 +100,7 @@ def _query(args, quiet) -> int:
         index.check_model(args.model, args.dim)
         model = None
         if args.mode != "lexical":  # BM25 alone needs no model: no seconds spent loading one
-            from trainer.models import load_model
+            from trainer.models import load_model  # here: sentence-transformers and torch, seconds to import
 
             model = load_model(index.model_spec)
         hits = search(index, [args.query], model, k=args.k, mode=args.mode, languages=args.lang, path_glob=args.path_glob)[0]

@@ -34,7 +34,7 @@ RESCORE_MULTIPLIER = 4  # binary: Hamming candidates per hit, rescored with the 
 
 def faiss_module():
     try:
-        import faiss
+        import faiss  # here: ~0.2 s to import, and BM25-only queries never need it
     except ImportError:
         raise CodetuneError("code search needs FAISS: pip install faiss-cpu") from None
     return faiss
@@ -60,6 +60,7 @@ def calibrate(emb: np.ndarray) -> np.ndarray:
 
 def quantize(emb: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
     """Unit float rows (N, dim) -> stored rows: float32/float16 (N, dim), int8 (N, dim), binary uint8 (N, dim/8)."""
+    # Here: sentence-transformers imports torch (seconds); `search query` never quantizes.
     from sentence_transformers.util.quantization import quantize_embeddings
 
     emb = np.ascontiguousarray(emb, dtype=np.float32)

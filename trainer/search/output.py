@@ -12,6 +12,7 @@ def print_hits(hits: list[Hit], *, full: bool = False, lines: int = PREVIEW_LINE
 
     ``console``: a ``rich.console.Console``; default: stdout (plain text when it is not a terminal).
     """
+    # Here: rich's syntax highlighting loads pygments; `search query --json` and the library never print.
     from rich.console import Console
     from rich.syntax import Syntax
     from rich.text import Text

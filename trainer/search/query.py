@@ -61,7 +61,7 @@ def selected_rows(index: SearchIndex, languages: Sequence[str] = (), path_glob: 
 
 
 def _check_model(index: SearchIndex, model: SentenceTransformer | None) -> None:
-    from trainer.embedding_cache import model_fingerprint
+    from trainer.embedding_cache import model_fingerprint  # here: torch, which a BM25 query never loads
 
     if model is None:
         raise CodetuneError("dense and hybrid search need the index's model")
@@ -78,7 +78,7 @@ def _check_model(index: SearchIndex, model: SentenceTransformer | None) -> None:
 
 
 def _dense(index: SearchIndex, queries: Sequence[str], model, depth: int, rows, batch_size: int):
-    from trainer.retrieval import encode, normalize_truncate
+    from trainer.retrieval import encode, normalize_truncate  # here: torch, which a BM25 query never loads
 
     compute = index.manifest.get("compute", "fp32")  # as the documents were encoded
     q = normalize_truncate(encode(model, list(queries), "query", batch_size, compute=compute), index.dim).cpu().numpy()  # (Q, dim)

@@ -46,7 +46,7 @@ _FORMAT1 = ("snippets.jsonl", "embeddings.npy", "faiss.index")  # codetune 0.1 k
 
 def model_id(spec: str) -> str:
     """How a model spec is recorded: an existing local folder as its absolute path, anything else as given."""
-    from trainer.models import DEFAULT_ALIASES
+    from trainer.models import DEFAULT_ALIASES  # here: trainer.models imports torch; a BM25 query must not
 
     if spec.lower() in DEFAULT_ALIASES:
         return "default"
