@@ -393,7 +393,7 @@ class _FileScan:
     skipped: str | None = None  # why the file is not read; the rest stays empty
     language: str = ""
     functions: int = 0  # extracted, before any filter
-    dropped: list[str] = field(default_factory=list)  # a code drop per function that failed the limits
+    dropped: Counter = field(default_factory=Counter)  # code drops of the functions that failed the limits
     candidates: list[tuple[Function, str | None, str | None]] = field(default_factory=list)
     fingerprints: list[Fingerprint] = field(default_factory=list)  # per candidate, when asked for
 
@@ -407,9 +407,7 @@ def _scan(
         return _FileScan(tree, rel, skipped=read)
     language, _, functions = read
     scan = _FileScan(tree, rel, language=language, functions=len(functions))
-    drops: Counter = Counter()
-    scan.candidates = list(_candidates(functions, trees[tree].label, config, drops))
-    scan.dropped = list(drops.elements())
+    scan.candidates = list(_candidates(functions, trees[tree].label, config, scan.dropped))
     if prints:
         scan.fingerprints = [fingerprint(fn.code, fn.name) for fn, _, _ in scan.candidates]
     return scan
