@@ -59,11 +59,11 @@ def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int =
 
     ``written``: documents as they stand in the file (docstring kept) instead of the miner's code.
     """
-    # Here: numpy, datasets, tree-sitter and the trainer.search package, only when a set is built
-    # (`bench/quality.py --help` imports this module).
+    # Here: numpy, datasets and tree-sitter, only when a set is built (`bench/quality.py --help`
+    # imports this module).
+    from trainer.data.languages import written_sources
     from trainer.data.mining import MiningConfig, SourceTree, labelled_trees, mine, parsed_files
     from trainer.data.splits import MinedSplit
-    from trainer.search.snippets import written_sources
 
     sp = site_packages()
     trees = [SourceTree(sp / p, exclude_dirs=("tests", "test", "testing"), label=p) for p in packages]
