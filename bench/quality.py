@@ -55,10 +55,9 @@ def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_l
 
 def _cached_ndcg(model, data: BeirData, dims: list[int]) -> dict[int, float]:
     """NDCG@10 per dim, remembered by model weights and set content (the base model is scored once)."""
-    from trainer.data.stdlib import cache_root
     from trainer.embedding_cache import model_fingerprint
     from trainer.evaluator import evaluate
-    from trainer.fileio import atomic_write_json
+    from trainer.fileio import atomic_write_json, cache_root
 
     path = cache_root() / "bench-scores" / f"{model_fingerprint(model)}-{data.fingerprint()}-{'-'.join(map(str, dims))}.json"
     if path.is_file():

@@ -30,7 +30,6 @@ StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take
 from trainer import run  # noqa: E402
 from trainer.config import load_config, refuse_unused  # noqa: E402
 from trainer.data.questions import question_set  # noqa: E402
-from trainer.data.sampler import text_keys  # noqa: E402
 from trainer.embedding_cache import cached_encode  # noqa: E402
 from trainer.errors import CodetuneError, cli_main  # noqa: E402
 from trainer.evaluator import encode_corpus  # noqa: E402
@@ -40,6 +39,7 @@ from trainer.models import load_model  # noqa: E402
 from trainer.models.projection import QueryHead, fit_query_head, with_query_head  # noqa: E402
 from trainer.retrieval import check_compute, resolve_compute  # noqa: E402
 from trainer.run_folder import run_folder  # noqa: E402
+from trainer.sampler import text_keys  # noqa: E402
 from trainer.timing import Phases  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "projection_head.yaml"

@@ -85,10 +85,10 @@ def test_training_forward_routes_queries_through_the_head(tiny_bert):
 
 
 def test_a_head_batch_the_rows_cannot_fill_is_an_error_not_a_run_that_trains_nothing():
-    from trainer.data.sampler import text_keys
     from trainer.errors import CodetuneError
     from trainer.losses import MatryoshkaInfoNCE
     from trainer.models.projection import fit_query_head
+    from trainer.sampler import text_keys
 
     rows = [{"query": "the same question", "positive": f"def f{i}(): pass"} for i in range(6)]
     emb = torch.randn(6, 8)

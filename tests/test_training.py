@@ -100,9 +100,9 @@ def test_length_buckets_equal_one_padded_batch(tiny_bert, tmp_path):
 
 def test_source_groups_put_a_files_rows_together_and_pathless_rows_at_random():
     from trainer.data.batches import source_groups
-    from trainer.data.sampler import plan_batches, text_keys
     from trainer.errors import CodetuneError
     from trainer.loop import TrainConfig
+    from trainer.sampler import plan_batches, text_keys
 
     rows = [{"query": f"q{i}", "positive": f"d{i}", "path": f"pkg/m{i % 6}.py"} for i in range(48)]
     groups = source_groups(rows, "file")

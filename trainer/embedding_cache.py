@@ -8,8 +8,7 @@ import pickle
 import torch
 from sentence_transformers import SentenceTransformer
 
-from trainer.data.stdlib import cache_root
-from trainer.fileio import atomic_write_with
+from trainer.fileio import atomic_write_with, cache_root
 from trainer.retrieval import Kind, encode
 
 

@@ -1,4 +1,5 @@
-"""Writes that never leave a half-written file behind: write to a temporary sibling, then rename."""
+"""Files: writes that never leave a half-written file behind (a temporary sibling, then rename), reads that fail
+in one line, and the folder every cache lives under."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from trainer.errors import CodetuneError
+
+
+def cache_root() -> Path:
+    """``$CODETUNE_CACHE``, or ``~/.cache/codetune``."""
+    return Path(os.environ.get("CODETUNE_CACHE") or "~/.cache/codetune").expanduser()
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:

@@ -28,9 +28,8 @@ import transformers
 from sentence_transformers import SentenceTransformer
 
 from trainer.data.beir import BeirData
-from trainer.data.stdlib import cache_root
 from trainer.embedding_cache import model_fingerprint
-from trainer.fileio import atomic_write_json
+from trainer.fileio import atomic_write_json, cache_root
 
 VERSION = 1
 SAMPLES = 1024  # values hashed per tensor, spread over all of it: a tuned model differs in every one

@@ -108,10 +108,8 @@ def _mine(args: argparse.Namespace) -> None:
             raise CodetuneError(f"{source}: not found")
         else:
             trees += trees_of(source, args.exclude_projects)
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torch only then: plain mining starts without it
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # accelerate only then: plain mining needs no device
     if launched:
-        from trainer.distributed import join_launch, rank
-
         join_launch()
     result = mine(trees, across_processes=True)
     if launched and rank() != 0:

@@ -3,7 +3,7 @@
 The one place where negatives are shaped for training: :mod:`trainer.data.negatives` mines them
 into the rows; here each row gets exactly the number the run asks for, a batch's rows become
 its queries and documents, and the documents are ordered for length-sorted slices. The batch
-plan itself (no repeated text, grouping by length or source) is :func:`trainer.data.sampler.plan_batches`.
+plan itself (no repeated text, grouping by length or source) is :func:`trainer.sampler.plan_batches`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
-from trainer.data.sampler import plan_batches, text_keys
 from trainer.errors import CodetuneError
+from trainer.sampler import plan_batches, text_keys
 
 
 class BatchSettings(Protocol):

@@ -39,6 +39,7 @@ from trainer.data.beir import BeirData, load_beir
 from trainer.data.general import humaneval_beir
 from trainer.data.questions import QUESTION_SETS, question_set
 from trainer.errors import CodetuneError
+from trainer.fileio import atomic_write_json, cache_root
 
 OOD_PROJECTS = {"networkx": ["networkx"], "sklearn": ["sklearn"], "small-libs": ["click", "rich", "jinja2", "requests"]}
 QUERIES_PER_SET = 400
@@ -58,11 +59,11 @@ def ood_set(packages: list[str], max_queries: int = QUERIES_PER_SET, seed: int =
 
     ``written``: documents as they stand in the file (docstring kept) instead of the miner's code.
     """
-    # Here: numpy, datasets, tree-sitter and the trainer.search package, only when a set is built
-    # (`bench/quality.py --help` imports this module).
+    # Here: numpy, datasets and tree-sitter, only when a set is built (`bench/quality.py --help`
+    # imports this module).
+    from trainer.data.languages import written_sources
     from trainer.data.mining import MiningConfig, SourceTree, labelled_trees, mine, parsed_files
     from trainer.data.splits import MinedSplit
-    from trainer.search.snippets import written_sources
 
     sp = site_packages()
     trees = [SourceTree(sp / p, exclude_dirs=("tests", "test", "testing"), label=p) for p in packages]
@@ -112,8 +113,6 @@ def eval_set(name: str) -> BeirData:
     if path.is_file():
         return BeirData(**json.loads(path.read_text(encoding="utf-8")))
     data = _build(name)
-    from trainer.fileio import atomic_write_json
-
     atomic_write_json(path, {"corpus": data.corpus, "queries": data.queries, "qrels": data.qrels})
     return data
 
@@ -151,7 +150,7 @@ def _distributions() -> dict[str, list[str]]:
 
 def _cache_path(name: str) -> Path:
     """Where a mined set is cached: keyed by the miner, the set's code version, Python and the versions it reads."""
-    from trainer.data.stdlib import MINER_VERSION, cache_root
+    from trainer.data.stdlib import MINER_VERSION  # here: datasets, only when a set is built or looked up
 
     versions = {p: [(d, importlib.metadata.version(d)) for d in _distributions().get(p, [])] for p in _packages(name)}
     site = str(site_packages())

@@ -49,7 +49,7 @@ from trainer.data.filters import (
 )
 from trainer.data.mining import docstring_summary
 from trainer.errors import CodetuneError
-from trainer.fileio import atomic_write_with, iter_jsonl
+from trainer.fileio import atomic_write_with, cache_root, iter_jsonl
 
 if TYPE_CHECKING:
     import os
@@ -110,7 +110,6 @@ def load_sets(entries: list[str]) -> list[BeirData | IndexPart]:
 def cached_index_part(name: str) -> IndexPart:
     """The :class:`IndexPart` of bench set ``name``, from ``$CODETUNE_CACHE/bench-sets/`` once it was built there."""
     from trainer.data.benchmarks import content_key, eval_set
-    from trainer.data.stdlib import cache_root
 
     path = cache_root() / "bench-sets" / f"{content_key(name)}.index-{INDEX_VERSION}.npz"
     if path.is_file():

@@ -48,10 +48,10 @@ def click_questions() -> BeirData:
         import click  # here: a project the set is about, not a dependency; missing, only this set fails
     except ImportError:
         raise CodetuneError("eval.questions: the click set needs the click package installed") from None
-    # Here: numpy, tree-sitter and the trainer.search package, which only the click set needs
-    # (every recipe config checks eval.questions through this module).
+    # Here: numpy and tree-sitter, which only the click set needs (every recipe config checks
+    # eval.questions through this module).
+    from trainer.data.languages import written_sources
     from trainer.data.mining import parsed_files
-    from trainer.search.snippets import written_sources
 
     data = BeirData()
     by_key: dict[tuple[str, str], list[str]] = {}

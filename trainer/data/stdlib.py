@@ -23,6 +23,7 @@ import datasets
 from trainer.data.formats import load_pairs
 from trainer.data.mining import MiningConfig, SourceTree, mine
 from trainer.data.splits import SplitConfig, split_mined, write_mined
+from trainer.fileio import cache_root
 
 # Left out: the test suite (tests are not documented functions), GUI and demo code, and vendored
 # or installed third-party code.
@@ -45,11 +46,6 @@ def is_stdlib(source: str | os.PathLike) -> bool:
 def stdlib_tree(root: str | os.PathLike | None = None) -> SourceTree:
     """The standard library (or ``root``, for tests) as a tree to mine, with :data:`STDLIB_EXCLUDE` left out."""
     return SourceTree(Path(root) if root is not None else stdlib_root(), exclude_dirs=STDLIB_EXCLUDE)
-
-
-def cache_root() -> Path:
-    """``$CODETUNE_CACHE``, or ``~/.cache/codetune``."""
-    return Path(os.environ.get("CODETUNE_CACHE") or "~/.cache/codetune").expanduser()
 
 
 def stdlib_cache_dir(mining: MiningConfig, split: SplitConfig, root: str | os.PathLike | None = None) -> Path:

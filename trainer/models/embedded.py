@@ -18,8 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.data.stdlib import cache_root
 from trainer.errors import CodetuneError
+from trainer.fileio import cache_root
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize, Router
 from sentence_transformers.sentence_transformer.modules import Dense
 
-from trainer.data.sampler import plan_batches
 from trainer.errors import CodetuneError
+from trainer.sampler import plan_batches
 
 
 class QueryHead(torch.nn.Module):
@@ -85,7 +85,7 @@ def fit_query_head(
 
     Args:
         queries: (N, D) cached query embeddings. positives: (N, D) their documents' embeddings.
-        keys: per row, text hashes (see :func:`trainer.data.sampler.text_keys`), so that no
+        keys: per row, text hashes (see :func:`trainer.sampler.text_keys`), so that no
             batch holds the same text twice.
         loss_fn: a :class:`~trainer.losses.MatryoshkaInfoNCE` (``gather=False``).
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from trainer.data.languages import Function
+from trainer.data.languages import Function, written_sources
 
 DOCUMENT_VERSION = 2  # bump when document_text changes: older indexes are then re-encoded, not reused
 
@@ -59,30 +57,6 @@ class Hit:
             "language": s.language,
             "code": s.code,
         }
-
-
-def full_source(lines: list[str], fn: Function) -> str:
-    """``fn``'s lines as they stand in the file, dedented like ``fn.code`` but with the docstring kept.
-
-    Args:
-        lines: the file's lines, newlines normalised to ``\\n`` as the miner reads them.
-        fn: a function extracted from those lines.
-    """
-    if fn.language != "python" or fn.docstring is None:
-        return fn.code  # only Python functions have their docstring cut out of the code
-    rows = lines[fn.start_line - 1 : fn.end_line]
-    indent = _indent(rows[0])
-    return "\n".join(row[min(indent, _indent(row)) :] for row in rows).rstrip()
-
-
-def written_sources(text: str, functions: list[Function]) -> list[str]:
-    """:func:`full_source` of each of ``functions``, extracted from the file ``text`` (any newline convention)."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return [full_source(lines, fn) for fn in functions]
-
-
-def _indent(row: str) -> int:
-    return len(row) - len(row.lstrip(" \t"))
 
 
 def file_snippets(path: str, text: str, functions: list[Function], file_hash: str) -> list[Snippet]:
