@@ -98,3 +98,22 @@ def test_rows_memory_mapped_from_disk_give_the_batches_of_the_list_of_dicts(tmp_
     on_disk = load_rows(tmp_path / "train")
     assert on_disk.cache_files and all(Path(f["filename"]).parent == tmp_path / "train" for f in on_disk.cache_files)
     assert plans(on_disk) == recorded
+
+
+def test_every_rank_memory_maps_the_rows_the_main_process_wrote_and_none_are_broadcast(tmp_path):
+    """2 processes: the rows travel as run_dir/data/train, not pickled in a message."""
+    from test_training import launch_data_worker
+
+    tree = Path(__file__).parent / "fixtures" / "code_tree"
+    proc = launch_data_worker(tree, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = (tmp_path / "run" / "data" / "train").resolve()
+    for rank in (0, 1):
+        files = [Path(f) for f in json.loads((tmp_path / f"files-{rank}.json").read_text())]
+        assert files and all(f.parent.resolve() == folder for f in files), files
+    rows = json.loads((tmp_path / "rows-1.json").read_text())
+    assert rows == json.loads((tmp_path / "rows-0.json").read_text())
+    sent = [p.read_bytes() for p in tmp_path.glob("broadcast-*.pkl")]
+    assert sent  # the held-out set and the report still go by message ...
+    assert not any(r["positive"].encode() in blob for r in rows for blob in sent)  # ... the training rows do not
+    assert not (tmp_path / "run" / "data" / "read").exists()
