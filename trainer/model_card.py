@@ -23,6 +23,7 @@ from huggingface_hub import EvalResult, ModelCardData, metadata_load, try_to_loa
 
 from trainer import __version__
 from trainer.config import to_dict
+from trainer.data.rows import chunks
 from trainer.fileio import atomic_write_text
 from trainer.models import DEFAULT_ALIASES, embedded_default_path, is_asymmetric
 
@@ -48,10 +49,12 @@ def data_summary(cfg, data, eval_data) -> dict:
         eval_data: the ``BeirData`` it is evaluated on, or None.
     """
     train = data.train
-    functions = set(train["positive"])
-    languages: Counter = Counter()
-    if "language" in train.column_names:
-        languages.update(lang for _, lang in {(p, lang) for p, lang in zip(train["positive"], train["language"]) if lang})
+    # Distinct code counted by hash, a chunk at a time: a million rows' code is never one Python list.
+    functions, coded = set(), set()  # hashes of the positives; (hash, language) pairs
+    for part in chunks(train, ["positive", "language"]):
+        functions.update(map(hash, part["positive"]))
+        coded.update((hash(p), lang) for p, lang in zip(part["positive"], part["language"]) if lang)
+    languages = Counter(lang for _, lang in coded)
     if cfg.eval is not None:
         split = f"evaluated on {cfg.eval} (qrels/{cfg.eval_split}.tsv), a set given apart from the training sources"
     elif eval_data is not None:
