@@ -38,6 +38,7 @@ from trainer.model_card import RunFacts, data_summary  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.models.projection import QueryHead, fit_query_head, with_query_head  # noqa: E402
 from trainer.retrieval import check_compute, resolve_compute  # noqa: E402
+from trainer.rows import take  # noqa: E402
 from trainer.run_folder import run_folder  # noqa: E402
 from trainer.sampler import text_keys  # noqa: E402
 from trainer.timing import Phases  # noqa: E402
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             eval_data = data.eval_data
             facts = RunFacts("projection_head", cfg, data_summary(cfg.data, data, eval_data))
             tracker.log_data(facts.data)
-            rows = data.train.to_list()
+            rows = data.train  # memory-mapped: the head needs every row's embeddings, not its dicts
             if cfg.tracking.log_examples:
-                tracker.log_examples(rows[:16])
+                tracker.log_examples(take(rows, range(min(16, len(rows)))))
 
         # Encode once (cached across runs), then train the head on the cached embeddings. The head
         # leaves documents as the base encodes them: each evaluation corpus (the held-out split,
@@ -135,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         h = cfg.head
         with phases.phase("training"):  # the training rows' encoding (or cache read) included
             compute = resolve_compute(cfg.head.compute)
-            queries, hit_q = cached_encode(base, [r["query"] for r in rows], "query", cfg.eval.batch_size, compute)  # (N, D)
-            positives, hit_p = cached_encode(base, [r["positive"] for r in rows], "document", cfg.eval.batch_size, compute)
+            queries, hit_q = cached_encode(base, list(rows["query"]), "query", cfg.eval.batch_size, compute)  # (N, D)
+            positives, hit_p = cached_encode(base, list(rows["positive"]), "document", cfg.eval.batch_size, compute)
             print(f"embeddings: {'from cache' if hit_q and hit_p else 'encoded and cached'}")
             head = QueryHead(queries.shape[1], cfg.head.rank)
             t0 = time.perf_counter()

@@ -2,12 +2,15 @@
 
     accelerate launch --multi_gpu --num_processes 2 tests/data_worker.py SOURCE OUT_DIR [MODEL]
 
-Writes OUT_DIR/rows-<rank>.json and appends one line to OUT_DIR/mined.log per mining pass.
+Writes OUT_DIR/rows-<rank>.json, OUT_DIR/files-<rank>.json (the files its rows are memory-mapped
+from), OUT_DIR/broadcast-<n>.pkl (what the main process sent, pickled) and appends one line to
+OUT_DIR/mined.log per mining pass.
 With MODEL, 2 hard negatives per row are mined too, and each rank appends to OUT_DIR/encoded.log
 how many documents it encoded for them.
 """
 
 import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -31,6 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         return real(*args, **kwargs)
 
     mining.mine = counted
+    real_broadcast = run.broadcast_object_list
+
+    def recorded(objects, *args, **kwargs):
+        if acc.is_main_process:
+            sent = len(list(out.glob("broadcast-*.pkl")))
+            (out / f"broadcast-{sent}.pkl").write_bytes(pickle.dumps(objects))
+        return real_broadcast(objects, *args, **kwargs)
+
+    run.broadcast_object_list = recorded
     acc = run.make_accelerator("no", TrackingConfig(wandb="disabled"), seed=0)
     model, mined = None, 0
     if len(sys.argv) > 3:
@@ -53,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     config = DataConfig(source=source, test_fraction=0.5, seed=3, hard_negatives=mined, hard_negatives_window=[0, 10])
     data = run.load_data_once(config, run_dir, model, acc)
     (out / f"rows-{acc.process_index}.json").write_text(json.dumps(data.train.to_list()))
+    (out / f"files-{acc.process_index}.json").write_text(json.dumps([f["filename"] for f in data.train.cache_files]))
     return 0
 
 

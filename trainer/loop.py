@@ -31,6 +31,7 @@ from trainer.errors import CodetuneError, RunFailed
 from trainer.losses import MatryoshkaInfoNCE
 from trainer.models.forward import PairEncoder, count_tokens, tokenize
 from trainer.preemption import Preempted, StopRequest
+from trainer.rows import Rows
 from trainer.tracking import Tracker
 
 
@@ -90,12 +91,16 @@ class _RngState:
 
 
 class Trainer:
-    """Holds what one training run needs; :meth:`fit` runs it. Recipes build one and call ``fit``."""
+    """Holds what one training run needs; :meth:`fit` runs it. Recipes build one and call ``fit``.
+
+    ``rows``: a ``datasets.Dataset`` (memory-mapped in a run: each batch's rows are read when it is
+    trained on; see :mod:`trainer.rows`) or a list of dicts.
+    """
 
     def __init__(
         self,
         model: SentenceTransformer,
-        rows: list[dict],
+        rows: Rows,
         loss_fn: MatryoshkaInfoNCE,
         cfg: TrainConfig,
         accelerator: Accelerator,
@@ -217,7 +222,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 loss_sum, tokens, per_dim_sum = 0.0, 0, {}
                 for micro in range(accum):
-                    batch = [self.rows[i] for i in next(batches)[r * b : (r + 1) * b]]
+                    batch = self.rows.take(next(batches)[r * b : (r + 1) * b])  # this process's share, read now
                     queries, docs = batch_texts(batch, cfg.hard_negatives)  # (b,), (b * (1 + h),)
                     loss, per_dim, t = step_fn(queries, docs, 1.0 / accum, sync=micro == accum - 1)
                     loss_sum += loss.item() / accum

@@ -25,6 +25,7 @@ from trainer import __version__
 from trainer.config import to_dict
 from trainer.fileio import atomic_write_text
 from trainer.models import DEFAULT_ALIASES, embedded_default_path, is_asymmetric
+from trainer.rows import chunks
 
 DEFAULT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"  # the embedded default's hub name
 CARD_METRICS = (("ndcg@10", "ndcg_at_10", "NDCG@10"), ("mrr@10", "mrr_at_10", "MRR@10"), ("recall@10", "recall_at_10", "Recall@10"))
@@ -48,10 +49,12 @@ def data_summary(cfg, data, eval_data) -> dict:
         eval_data: the ``BeirData`` it is evaluated on, or None.
     """
     train = data.train
-    functions = set(train["positive"])
-    languages: Counter = Counter()
-    if "language" in train.column_names:
-        languages.update(lang for _, lang in {(p, lang) for p, lang in zip(train["positive"], train["language"]) if lang})
+    # Distinct code counted by hash, a chunk at a time: a million rows' code is never one Python list.
+    functions, coded = set(), set()  # hashes of the positives; (hash, language) pairs
+    for part in chunks(train, ["positive", "language"]):
+        functions.update(map(hash, part["positive"]))
+        coded.update((hash(p), lang) for p, lang in zip(part["positive"], part["language"]) if lang)
+    languages = Counter(lang for _, lang in coded)
     if cfg.eval is not None:
         split = f"evaluated on {cfg.eval} (qrels/{cfg.eval_split}.tsv), a set given apart from the training sources"
     elif eval_data is not None:

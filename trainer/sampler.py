@@ -14,9 +14,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+import numpy as np
+
+from trainer.rows import Rows, chunks
+
 
 def plan_batches(
-    keys: Sequence[frozenset[int]],
+    keys: np.ndarray,
     batch_size: int,
     seed: int,
     epoch: int,
@@ -28,7 +32,8 @@ def plan_batches(
     """Order one epoch of row indices into full batches with no shared text.
 
     Args:
-        keys: per row, hashes of every text it contributes (query, positive, negatives).
+        keys: (N, K) int64: per row, hashes of every text it contributes (query, positive,
+            negatives; :func:`text_keys`). A batch holds no hash twice.
         batch_size: rows per global contrastive batch.
         seed, epoch: the order is a pure function of these, which is what makes resume exact.
         lengths: per-row length; when given, rows of similar length share batches (less padding)
@@ -77,10 +82,11 @@ def plan_batches(
     deferred: list[int] = []
 
     def take(idx: int) -> bool:
-        if keys[idx] & seen:
+        texts = keys[idx].tolist()  # Python ints: a set of numpy scalars is several times slower
+        if not seen.isdisjoint(texts):
             return False
         current.append(idx)
-        seen.update(keys[idx])
+        seen.update(texts)
         return True
 
     for idx in order:
@@ -102,10 +108,32 @@ def plan_batches(
     return batches
 
 
-def text_keys(rows: Sequence[dict], negatives: int) -> list[frozenset[int]]:
-    """Hashes of the query, positive and first ``negatives`` hard negatives of each row."""
-    out = []
-    for row in rows:
-        texts = [row["query"], row["positive"], *(row.get("negatives") or [])[:negatives]]
-        out.append(frozenset(hash(t) for t in texts))
-    return out
+def scan_texts(rows: Rows, negatives: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over the rows' texts, a chunk at a time: what :class:`TrainRows` holds of them.
+
+    Returns:
+        keys: (N, 2 + negatives) int64 hashes of the query, positive and first ``negatives``
+            negatives; a row with fewer repeats its query's hash there (a set of hashes is unchanged).
+        own: (N,) int64: how many of those negatives the row has.
+        lengths: (N,) int64: characters of the positive.
+    """
+    n = len(rows)
+    keys = np.empty((n, 2 + negatives), dtype=np.int64)
+    own, lengths = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    start = 0
+    for part in chunks(rows, ["query", "positive", "negatives"]):
+        end = start + len(part["query"])
+        queries = [hash(q) for q in part["query"]]
+        negs = [(ns or [])[:negatives] for ns in part["negatives"]]
+        keys[start:end, 0] = queries
+        keys[start:end, 1] = [hash(p) for p in part["positive"]]
+        keys[start:end, 2:] = [[hash(t) for t in ns] + [q] * (negatives - len(ns)) for q, ns in zip(queries, negs)]
+        own[start:end] = [len(ns) for ns in negs]
+        lengths[start:end] = [len(p) for p in part["positive"]]
+        start = end
+    return keys, own, lengths
+
+
+def text_keys(rows: Rows, negatives: int) -> np.ndarray:
+    """(N, 2 + ``negatives``) int64: hashes of each row's query, positive and first ``negatives`` hard negatives."""
+    return scan_texts(rows, negatives)[0]

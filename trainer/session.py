@@ -2,7 +2,7 @@
 
     session = Session(cfg, "matryoshka")          # accelerator (seeded per process), data paths checked
     model = load_model(cfg.model, device=session.device)
-    with session.run(model, dims) as rows:         # run folder, config, tracker; data once; base evaluation
+    with session.run(model, dims) as rows:         # run folder, config, tracker; data once (memory-mapped); base evaluation
         ...                                        # the recipe's method: rotate, adapt, fit, merge, ...
         steps = session.fit(model, rows, loss_fn)  # the training loop; None when stopped on request
         session.evaluate(model, steps)             # the held-out split and eval.questions, after
@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
+import datasets
 from sentence_transformers import SentenceTransformer
 
 from trainer import run
@@ -30,6 +31,7 @@ from trainer.losses import MatryoshkaInfoNCE
 from trainer.model_card import RunFacts, data_summary
 from trainer.models.merge import MergeConfig
 from trainer.preemption import Preempted, StopRequest
+from trainer.rows import Rows, take
 from trainer.run_folder import run_folder
 from trainer.timing import Phases
 
@@ -70,9 +72,11 @@ class Session:
         return self.timing.phase(name)
 
     @contextmanager
-    def run(self, model: SentenceTransformer, dims: list[int]) -> Iterator[list[dict]]:
+    def run(self, model: SentenceTransformer, dims: list[int]) -> Iterator[datasets.Dataset]:
         """The training rows, inside the run folder, once the base model is evaluated.
 
+        The rows are a memory-mapped dataset (``run_dir/data/train``): read a batch or a column at a
+        time, never all into Python (:mod:`trainer.rows`).
         ``dims``: the loss's Matryoshka dimensions, evaluated unless ``eval.dims`` names others.
         """
         cfg, acc = self.cfg, self.acc
@@ -85,10 +89,10 @@ class Session:
                 self.data = run.load_data_once(cfg.data, run_dir, model, acc)
                 self.facts = RunFacts(self.recipe, cfg, data_summary(cfg.data, self.data, self.data.eval_data))
                 self.tracker.log_data(self.facts.data)
-                rows = self.data.train.to_list()
+                rows = self.data.train
                 check_batches(rows, cfg.train, acc.num_processes)  # before the base evaluation, not after it
                 if cfg.tracking.log_examples:
-                    self.tracker.log_examples(rows[:16])
+                    self.tracker.log_examples(take(rows, range(min(16, len(rows)))))
             with self.phase("base_eval"):
                 self._evaluate_base(model)
             yield rows
@@ -109,7 +113,7 @@ class Session:
             for name, metrics in self.before_q.items():
                 run.log_eval(self.tracker, metrics, 0, f"before/{name}")
 
-    def fit(self, model: SentenceTransformer, rows: list[dict], loss_fn: MatryoshkaInfoNCE) -> int | None:
+    def fit(self, model: SentenceTransformer, rows: Rows, loss_fn: MatryoshkaInfoNCE) -> int | None:
         """Train (from the checkpoint to resume, if any); the steps done, or None when stopped on request after a checkpoint."""
         with self.phase("training"):
             trainer = Trainer(model, rows, loss_fn, self.cfg.train, self.acc, self.run_dir, self.tracker, self.stop)

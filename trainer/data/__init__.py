@@ -237,10 +237,22 @@ def expand_rows(
         across_processes: every process of the job calls this on the same rows; each encodes
             1/N of the texts for the negatives and all get the same rows back (a collective call).
     """
-    if config.hard_negatives:
-        from trainer.data.negatives import mine_hard_negatives  # torch, sentence-transformers
+    return add_forms(add_hard_negatives(train, config, model, across_processes), config)
 
-        train = mine_hard_negatives(model, train, config.negatives_config(), across_processes=across_processes)
+
+def add_hard_negatives(
+    train: datasets.Dataset, config: DataConfig, model: SentenceTransformer | None, across_processes: bool = False
+) -> datasets.Dataset:
+    """The first step of :func:`expand_rows`, the one that needs the model (and, across processes, every process)."""
+    if not config.hard_negatives:
+        return train
+    from trainer.data.negatives import mine_hard_negatives  # torch, sentence-transformers
+
+    return mine_hard_negatives(model, train, config.negatives_config(), across_processes=across_processes)
+
+
+def add_forms(train: datasets.Dataset, config: DataConfig) -> datasets.Dataset:
+    """The rest of :func:`expand_rows`: extra query forms and written documents, on the rows and their negatives."""
     if config.query_forms != ["docstring"]:
         train = add_query_forms(train, config.query_forms)
     if config.written_share:

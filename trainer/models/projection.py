@@ -7,6 +7,7 @@ documents around it; ``encode_query``/``encode_document`` then need no special c
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize, Router
@@ -73,7 +74,7 @@ def fit_query_head(
     head: QueryHead,
     queries: torch.Tensor,
     positives: torch.Tensor,
-    keys: list[frozenset[int]],
+    keys: np.ndarray,
     loss_fn,
     epochs: int,
     batch_size: int,
@@ -85,7 +86,7 @@ def fit_query_head(
 
     Args:
         queries: (N, D) cached query embeddings. positives: (N, D) their documents' embeddings.
-        keys: per row, text hashes (see :func:`trainer.sampler.text_keys`), so that no
+        keys: (N, K) int64: per row, text hashes (see :func:`trainer.sampler.text_keys`), so that no
             batch holds the same text twice.
         loss_fn: a :class:`~trainer.losses.MatryoshkaInfoNCE` (``gather=False``).
 

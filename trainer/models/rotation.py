@@ -29,6 +29,7 @@ from sentence_transformers.base.modules import Normalize
 from sentence_transformers.sentence_transformer.modules import Dense
 
 from trainer.retrieval import encode_share, gather_share
+from trainer.rows import Rows, take
 
 
 def principal_axes(embeddings: torch.Tensor) -> torch.Tensor:
@@ -66,7 +67,7 @@ def _rotation_index(model: SentenceTransformer) -> int:
     return len(model) - 1 if isinstance(model[-1], Normalize) else len(model)
 
 
-def fit_rotation(model: SentenceTransformer, rows: list[dict], sample: int = 512, seed: int = 0,
+def fit_rotation(model: SentenceTransformer, rows: Rows, sample: int = 512, seed: int = 0,
                  batch_size: int = 32, rank: int = 0, world: int = 1, show_progress: bool = False) -> torch.Tensor:
     """Principal axes of the model's embeddings of ``sample`` training rows' queries and code.
 
@@ -79,7 +80,7 @@ def fit_rotation(model: SentenceTransformer, rows: list[dict], sample: int = 512
     Returns:
         (D, D) float32 rotation on the model's device (see :func:`principal_axes`).
     """
-    picked = random.Random(seed).sample(rows, min(sample, len(rows)))
+    picked = take(rows, random.Random(seed).sample(range(len(rows)), min(sample, len(rows))))  # these rows alone are read
     embeddings = [
         gather_share(encode_share(model, [r[key] for r in picked], kind, batch_size, rank, world, show_progress=show_progress))
         for key, kind in (("query", "query"), ("positive", "document"))
@@ -87,7 +88,7 @@ def fit_rotation(model: SentenceTransformer, rows: list[dict], sample: int = 512
     return principal_axes(torch.cat(embeddings))
 
 
-def rotate(model: SentenceTransformer, rows: list[dict], acc: Accelerator, fit: bool = True, seed: int = 0,
+def rotate(model: SentenceTransformer, rows: Rows, acc: Accelerator, fit: bool = True, seed: int = 0,
            sample: int = 512) -> Dense:
     """Fit the rotation on ``rows`` and add it to ``model``, the same matrix on every process.
 
@@ -99,7 +100,7 @@ def rotate(model: SentenceTransformer, rows: list[dict], acc: Accelerator, fit: 
     return add_rotation(model, rotation)
 
 
-def refit(model: SentenceTransformer, rows: list[dict], acc: Accelerator, seed: int = 0, sample: int = 512) -> Dense:
+def refit(model: SentenceTransformer, rows: Rows, acc: Accelerator, seed: int = 0, sample: int = 512) -> Dense:
     """Re-sort the trained model's coordinates along its own principal axes, folded into its rotation.
 
     Matryoshka training packs the most into the prefixes it was given, but not in the order of
@@ -125,7 +126,7 @@ def rotation_layer(model: SentenceTransformer) -> Dense | None:
     return layer if layer.linear.in_features == layer.linear.out_features else None
 
 
-def _fit_everywhere(model: SentenceTransformer, rows: list[dict], acc: Accelerator, seed: int, sample: int,
+def _fit_everywhere(model: SentenceTransformer, rows: Rows, acc: Accelerator, seed: int, sample: int,
                     knob: str) -> torch.Tensor:
     """:func:`fit_rotation` with every process encoding its share; one matrix for all."""
     acc.print(f"{knob}: fitting the principal axes of {min(sample, len(rows))} training rows' embeddings")
