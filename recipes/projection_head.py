@@ -29,6 +29,7 @@ StopRequest()  # watch for SIGUSR1 from the first moment: the imports below take
 
 from trainer import run  # noqa: E402
 from trainer.config import load_config, refuse_unused  # noqa: E402
+from trainer.data import shared  # noqa: E402
 from trainer.data.questions import question_set  # noqa: E402
 from trainer.embedding_cache import cached_encode  # noqa: E402
 from trainer.errors import CodetuneError, cli_main  # noqa: E402
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         _, tracker = run.start(cfg, run_dir, acc, "projection_head")
         phases.add("setup", phases.elapsed())
         with phases.phase("data"):
-            data = run.load_data_once(cfg.data, run_dir, base, acc)
+            data = shared.load_data_once(cfg.data, run_dir, base, acc)
             eval_data = data.eval_data
             facts = RunFacts("projection_head", cfg, data_summary(cfg.data, data, eval_data))
             tracker.log_data(facts.data)

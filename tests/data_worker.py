@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import trainer.data.mining as mining  # noqa: E402
 import trainer.data.negatives as negatives  # noqa: E402
 from trainer import run  # noqa: E402
-from trainer.data import DataConfig  # noqa: E402
+from trainer.data import DataConfig, shared  # noqa: E402
 from trainer.errors import cli_main  # noqa: E402
 from trainer.tracking import TrackingConfig  # noqa: E402
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         return real(*args, **kwargs)
 
     mining.mine = counted
-    real_broadcast = run.broadcast_object_list
+    real_broadcast = shared.broadcast_object_list
 
     def recorded(objects, *args, **kwargs):
         if acc.is_main_process:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             (out / f"broadcast-{sent}.pkl").write_bytes(pickle.dumps(objects))
         return real_broadcast(objects, *args, **kwargs)
 
-    run.broadcast_object_list = recorded
+    shared.broadcast_object_list = recorded
     acc = run.make_accelerator("no", TrackingConfig(wandb="disabled"), seed=0)
     model, mined = None, 0
     if len(sys.argv) > 3:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     config = DataConfig(source=source, test_fraction=0.5, seed=3, hard_negatives=mined, hard_negatives_window=[0, 10])
-    data = run.load_data_once(config, run_dir, model, acc)
+    data = shared.load_data_once(config, run_dir, model, acc)
     (out / f"rows-{acc.process_index}.json").write_text(json.dumps(data.train.to_list()))
     (out / f"files-{acc.process_index}.json").write_text(json.dumps([f["filename"] for f in data.train.cache_files]))
     return 0

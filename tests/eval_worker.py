@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer import run  # noqa: E402
-from trainer.data import DataConfig  # noqa: E402
+from trainer.data import DataConfig, shared  # noqa: E402
 from trainer.errors import cli_main  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.tracking import TrackingConfig  # noqa: E402
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = out / "run"
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-    data = run.load_data_once(DataConfig(source=source, test_fraction=0.5, seed=3), run_dir, None, acc)
+    data = shared.load_data_once(DataConfig(source=source, test_fraction=0.5, seed=3), run_dir, None, acc)
     model = load_model(model_dir, preset="bge", device=str(acc.device))
     counts = counting(model)
     cfg = run.EvalConfig(batch_size=8)

@@ -134,12 +134,13 @@ def test_a_knob_the_model_cannot_take_fails_before_data_or_base_evaluation(recip
     import importlib
 
     from trainer import run
+    from trainer.data import shared
     from trainer.errors import CodetuneError
 
     def too_late(*args, **kwargs):
         pytest.fail("the run reached data loading or the base evaluation before its config was checked")
 
-    monkeypatch.setattr(run, "load_data_once", too_late)
+    monkeypatch.setattr(shared, "load_data_once", too_late)
     monkeypatch.setattr(run, "evaluate_base", too_late)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     model = ["model.name=" + str(tiny_bert), "model.preset=bge"] if recipe == "lora" else [f"model.name={inputs / 'static-model'}"]

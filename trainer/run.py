@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
 
-import datasets
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, broadcast_object_list, set_seed
@@ -24,10 +20,10 @@ from sentence_transformers import SentenceTransformer
 from trainer import distributed, score_cache
 from trainer.checkpoint import export_model, resolve_resume
 from trainer.config import save_config, to_dict
-from trainer.data import DataConfig, TrainingData, add_forms, add_hard_negatives, expand_rows, read_training_data
+from trainer.data import DataConfig
 from trainer.data.beir import BeirData
 from trainer.data.questions import check_question_set
-from trainer.errors import CodetuneError, RunFailed
+from trainer.errors import CodetuneError
 from trainer.evaluator import default_dims, evaluate, resolve_dims
 from trainer.fileio import atomic_write_json
 from trainer.hardware import resolve_precision, use_cpu_threads
@@ -36,12 +32,9 @@ from trainer.losses import LossConfig
 from trainer.model_card import RunFacts, write_cards
 from trainer.models import ModelConfig
 from trainer.retrieval import Share
-from trainer.rows import load_rows, save_rows
 from trainer.run_folder import check_resume_config
 from trainer.tables import before_after_table, print_table
 from trainer.tracking import Tracker, TrackingConfig, uses_wandb
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -76,66 +69,6 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     hub: HubConfig = field(default_factory=HubConfig)
-
-
-def load_data_once(cfg: DataConfig, run_dir: Path, model: SentenceTransformer, acc: Accelerator) -> TrainingData:
-    """The main process reads, mines, filters and splits the data and writes the rows; every process memory-maps them.
-
-    Nothing is mined or written twice (one writer of ``run_dir/data``, even across nodes on a
-    shared filesystem), and every rank holds identical rows and held-out set by construction
-    rather than by independent encodes or reads agreeing (no rank reads the held-out set back).
-    The training rows reach the other ranks as a file, not a message: ``run_dir/data/train``
-    (Arrow, :mod:`trainer.rows`) is memory-mapped by every rank, so a million rows are not
-    pickled, sent and unpickled into every process, and a node's processes share one copy of them
-    in its page cache. Hard negatives are mined by every rank together, each encoding 1/N of the
-    texts, so N-1 ranks do not wait on one rank's encoding pass. An error on the main process is
-    sent to the others, so every rank ends with the same one line instead of waiting in a
-    collective for a peer that is gone.
-    """
-    folder = run_dir / "data"
-    together = bool(cfg.hard_negatives) and acc.num_processes > 1  # mining negatives: the one step every rank shares
-
-    def prepare() -> TrainingData:
-        data = read_training_data(cfg, run_dir, model=model)
-        if together:
-            save_rows(data.train, folder / "read")
-        else:
-            save_rows(expand_rows(data.train, cfg, model), folder / "train")
-        return replace(data, train=None)  # the rest is small: the held-out set and the report
-
-    def finish(train: datasets.Dataset) -> None:
-        save_rows(add_forms(train, cfg), folder / "train")
-        shutil.rmtree(folder / "read")
-
-    data = _on_main_process(acc, prepare)
-    if together:
-        train = add_hard_negatives(load_rows(folder / "read"), cfg, model, across_processes=True)
-        _on_main_process(acc, lambda: finish(train))
-        del train  # this rank's copy of the negatives; the rows are read from the file now
-    return replace(data, train=load_rows(folder / "train"))
-
-
-def _on_main_process(acc: Accelerator, work: Callable[[], T]) -> T:
-    """``work()`` on the main process, its (small) result sent to every process, which wait for it.
-
-    An error there reaches every process, which raises it: one line each, not a wait in a
-    collective for a peer that has gone.
-    """
-    payload: list = [None]
-    failure = None
-    if acc.is_main_process:
-        try:
-            payload = [work()]
-        except Exception as err:  # noqa: BLE001 -- the others must hear of any failure, then it is re-raised
-            failure = err
-            payload = [err if isinstance(err, CodetuneError) else RunFailed(f"the main process failed preparing the data: {err}")]
-    if acc.num_processes > 1:
-        broadcast_object_list(payload)  # between this job's own processes
-    if failure is not None:
-        raise failure
-    if isinstance(payload[0], Exception):
-        raise payload[0]
-    return payload[0]
 
 
 def make_accelerator(

@@ -24,6 +24,7 @@ import datasets
 from sentence_transformers import SentenceTransformer
 
 from trainer import run
+from trainer.data import shared
 from trainer.data.batches import check_batches
 from trainer.data.questions import question_set
 from trainer.loop import TrainConfig, Trainer
@@ -86,7 +87,7 @@ class Session:
             self.resume_from, self.tracker = run.start(cfg, run_dir, acc, self.recipe)
             self.timing.add("setup", self.timing.elapsed())
             with self.phase("data"):
-                self.data = run.load_data_once(cfg.data, run_dir, model, acc)
+                self.data = shared.load_data_once(cfg.data, run_dir, model, acc)
                 self.facts = RunFacts(self.recipe, cfg, data_summary(cfg.data, self.data, self.data.eval_data))
                 self.tracker.log_data(self.facts.data)
                 rows = self.data.train
