@@ -173,7 +173,7 @@ class Tracker:
     def log_examples(self, rows: list[dict]) -> None:
         """Send example pairs to W&B as a table; only called when the user opted in."""
         if self.wandb and self.sent_through < 0:
-            import wandb
+            import wandb  # ~0.5 s: only once a run sends to W&B
 
             table = wandb.Table(columns=["query", "code"], data=[[r["query"], r["positive"]] for r in rows])
             self._wandb_call("stopped logging", self.accelerator.log, {"examples": table})
@@ -190,7 +190,7 @@ class Tracker:
         """The before/after metrics as a table (dim, metric, base, tuned, change; points) and NDCG@10 by dimension as a plot."""
         if not self.wandb:
             return
-        import wandb
+        import wandb  # ~0.5 s: only once a run sends to W&B
 
         dims = sorted(after, key=int)
         rows = [[int(d), name, 100 * before[d][name], 100 * after[d][name], 100 * (after[d][name] - before[d][name])]
@@ -207,7 +207,7 @@ class Tracker:
         mode = artifact_mode(self.cfg.model_artifact, folder)
         if not self.wandb or mode == "off":
             return
-        import wandb
+        import wandb  # ~0.5 s: only once a run sends to W&B
 
         def log() -> None:
             artifact = wandb.Artifact(re.sub(r"[^\w.-]+", "-", name), type="model", metadata=metadata)

@@ -118,7 +118,7 @@ class DataConfig:
                 raise CodetuneError(f"data.source: {source}: not found (nor 'stdlib' or 'pkg:NAME')")
         if self.eval is not None and not Path(self.eval).is_dir():
             raise CodetuneError(f"data.eval: {self.eval}: BEIR folder not found")
-        from trainer.data.decontaminate import check_entries
+        from trainer.data.decontaminate import check_entries  # numpy, tree-sitter
 
         check_entries(self.decontaminate)
 

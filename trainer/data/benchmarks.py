@@ -34,7 +34,6 @@ import random
 import sys
 from pathlib import Path
 
-from trainer.data import DataConfig
 from trainer.data.beir import BeirData, load_beir
 from trainer.data.general import humaneval_beir
 from trainer.data.questions import QUESTION_SETS, question_set
@@ -118,11 +117,13 @@ def eval_set(name: str) -> BeirData:
 
 
 def _build(name: str) -> BeirData:
-    from trainer.data.stdlib import stdlib_dataset  # here: datasets, only when a set is built
+    # Here: datasets, numpy and tree-sitter, only when a set is built.
+    from trainer.data.mining import MiningConfig
+    from trainer.data.splits import SplitConfig
+    from trainer.data.stdlib import stdlib_dataset
 
-    if name == "in-domain":
-        cfg = DataConfig()
-        return load_beir(stdlib_dataset(cfg.mining_config(), cfg.split_config())[1])
+    if name == "in-domain":  # the default run's held-out split: the miner's and the split's defaults
+        return load_beir(stdlib_dataset(MiningConfig(), SplitConfig())[1])
     if name.startswith("real:"):
         return question_set(name[5:])
     if name.startswith(("ood:", "written:")):

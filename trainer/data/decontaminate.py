@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from trainer.data.beir import BeirData
+from trainer.data.benchmarks import BENCH, SET_NAMES, content_key, eval_set, is_set_name, missing_package, set_names
 from trainer.data.filters import (
     Fingerprint,
     NearIndex,
@@ -55,8 +57,6 @@ if TYPE_CHECKING:
     import os
 
     import datasets
-
-    from trainer.data.beir import BeirData
 
 REASONS = ("query", "document", "near_document")
 # Bump when an evaluation set is indexed differently (queries, document forms), so that cached index parts are not reused.
@@ -100,8 +100,6 @@ def load_sets(entries: list[str]) -> list[BeirData | IndexPart]:
         CodetuneError: naming ``data.decontaminate`` and the entry that is neither, or a named set
             whose package is missing.
     """
-    from trainer.data.benchmarks import is_set_name, set_names
-
     check_entries(entries)
     named = [cached_index_part(name) for name in set_names([e for e in entries if is_set_name(e)])]
     return [*named, *(load_eval_texts(e) for e in entries if not is_set_name(e))]
@@ -109,8 +107,6 @@ def load_sets(entries: list[str]) -> list[BeirData | IndexPart]:
 
 def cached_index_part(name: str) -> IndexPart:
     """The :class:`IndexPart` of bench set ``name``, from ``$CODETUNE_CACHE/bench-sets/`` once it was built there."""
-    from trainer.data.benchmarks import content_key, eval_set
-
     path = cache_root() / "bench-sets" / f"{content_key(name)}.index-{INDEX_VERSION}.npz"
     if path.is_file():
         return IndexPart.load(path)
@@ -121,8 +117,6 @@ def cached_index_part(name: str) -> IndexPart:
 
 def check_entries(entries: list[str]) -> None:
     """Fail on an entry of ``data.decontaminate`` that is neither a bench set name nor a BEIR folder, before any work."""
-    from trainer.data.benchmarks import BENCH, SET_NAMES, is_set_name, missing_package
-
     for entry in entries:
         if is_set_name(entry):
             missing = missing_package(entry) if entry != BENCH else None

@@ -124,7 +124,7 @@ def signature(sketch: MinHash) -> np.ndarray:
 
 def from_signature(values: np.ndarray) -> MinHash:
     """The MinHash whose hash values :func:`signature` returned, sharing the one set of permutations."""
-    from datasketch import MinHash
+    from datasketch import MinHash  # as in _permutations: only when deduplicating
 
     return MinHash(num_perm=_NUM_PERM, permutations=_permutations(), scheme="affine32", hashvalues=values)
 
