@@ -13,7 +13,14 @@ from trainer.retrieval import Kind, encode
 
 
 def model_fingerprint(model: SentenceTransformer) -> str:
-    """A hash of the weights, prompts and sequence length: what changes the embeddings."""
+    """A hash of the weights, prompts and sequence length: what changes the embeddings.
+
+    A model exported to ONNX or OpenVINO (:mod:`trainer.models.backends`) has no torch weights to
+    hash; it carries the fingerprint of those it was exported from.
+    """
+    exported = getattr(model, "codetune_fingerprint", None)
+    if exported is not None:
+        return exported
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         h.update(name.encode())

@@ -44,6 +44,7 @@ def evaluate(
     across_processes: bool = False,
     corpus_dtype: torch.dtype = torch.float16,
     corpus: Share | None = None,
+    compute: str = "fp32",
 ) -> dict[str, dict[str, float]]:
     """Score ``model`` on ``data`` at every dimension from one encoding pass.
 
@@ -55,6 +56,8 @@ def evaluate(
         corpus: this process's share of the corpus from :func:`encode_corpus`, when another model
             already encoded it the same way: a query-only head sends documents through its base
             model, so the base's before and the head's after share one encoding of the corpus.
+        compute: ``fp32`` (the default, so that scores compare across machines), ``bf16``
+            autocast, or an exported model's backend (see :func:`trainer.retrieval.encode_share`).
 
     Returns:
         ``{str(dim): {"ndcg@10": ..., "mrr@10": ..., "recall@1": ..., ..., "map@100": ...}}``
@@ -72,10 +75,10 @@ def evaluate(
     was_training = model.training
     model.eval()
     queries = [data.queries[i] for i in qids]
-    q = encode_share(model, queries, "query", batch_size, rank, world, show_progress=show_progress)
+    q = encode_share(model, queries, "query", batch_size, rank, world, show_progress=show_progress, compute=compute)
     q = gather_share(q)  # (Q, D): every process scores every query
     if corpus is None:
-        corpus = encode_corpus(model, data, batch_size, show_progress, across_processes, corpus_dtype)  # (~N/world, D)
+        corpus = encode_corpus(model, data, batch_size, show_progress, across_processes, corpus_dtype, compute)  # (~N/world, D)
     model.train(was_training)
     results = {}
     for dim in resolve_dims(dims, q.shape[1]):
@@ -92,6 +95,7 @@ def encode_corpus(
     show_progress: bool = True,
     across_processes: bool = False,
     corpus_dtype: torch.dtype = torch.float16,
+    compute: str = "fp32",
 ) -> Share:
     """This process's share of ``data``'s corpus encoded as documents, for :func:`evaluate`'s ``corpus``.
 
@@ -102,6 +106,6 @@ def encode_corpus(
     was_training = model.training
     model.eval()
     docs = [data.document_text(i) for i in data.corpus]
-    share = encode_share(model, docs, "document", batch_size, rank, world, corpus_dtype, show_progress and rank == 0)
+    share = encode_share(model, docs, "document", batch_size, rank, world, corpus_dtype, show_progress and rank == 0, compute)
     model.train(was_training)
     return share

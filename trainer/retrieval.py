@@ -26,18 +26,25 @@ from trainer.distributed import all_gather_rows
 from trainer.errors import CodetuneError
 
 Kind = Literal["query", "document"]
-COMPUTES = ("auto", "bf16", "fp32")
+COMPUTES = ("auto", "bf16", "fp32")  # torch arithmetic
+# Encoding through an OpenVINO graph instead (trainer.models.backends); for indexing and scoring only.
+BACKEND_COMPUTES = ("openvino", "openvino-int8")
+ENCODER_COMPUTES = COMPUTES + BACKEND_COMPUTES
 
 
-def check_compute(compute: str, flag: str = "--compute") -> None:
-    """A one-line error naming ``flag`` unless ``compute`` is one of :data:`COMPUTES`."""
-    if compute not in COMPUTES:
-        raise CodetuneError(f"{flag} {compute}: choose from {', '.join(COMPUTES)}")
+def check_compute(compute: str, flag: str = "--compute", choices: tuple[str, ...] = COMPUTES) -> None:
+    """A one-line error naming ``flag`` unless ``compute`` is one of ``choices``."""
+    if compute not in choices:
+        raise CodetuneError(f"{flag} {compute}: choose from {', '.join(choices)}")
 
 
-def resolve_compute(compute: str) -> str:
-    """``auto``: ``bf16`` where the hardware has bf16 matrix units (as training's ``mixed_precision: auto``), else ``fp32``."""
-    check_compute(compute)
+def resolve_compute(compute: str, choices: tuple[str, ...] = COMPUTES) -> str:
+    """``auto``: ``bf16`` where the hardware has bf16 matrix units (as training's ``mixed_precision: auto``), else ``fp32``.
+
+    A backend's compute (one of :data:`BACKEND_COMPUTES`, where ``choices`` has it) passes through:
+    the exported model decides its own arithmetic, and :func:`encode` adds no autocast to it.
+    """
+    check_compute(compute, choices=choices)
     if compute == "auto":
         return "bf16" if hardware.bf16_supported() else "fp32"
     return compute

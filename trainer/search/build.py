@@ -124,12 +124,12 @@ def build_index(
             ``node_modules`` and ``exclude_dirs`` left out). With several, each path starts with its
             tree's label (the root's name).
         out: the index folder; an existing index there is updated, and stays as it was if this fails.
-        model_spec: recorded in the manifest; loaded with :func:`trainer.models.load_model` unless
-            ``model`` is given (then it must be the model the spec names).
+        model_spec: recorded in the manifest; loaded with :func:`trainer.models.backends.load_encoder`
+            for ``compute`` unless ``model`` is given (then it must be the model the spec names).
         dim: Matryoshka dimension; default ``min(256, model dimension)``.
         precision: how vectors are stored (see :mod:`trainer.search.dense`).
-        compute: ``auto`` (bf16 autocast where the hardware has it), ``bf16`` or ``fp32``; recorded
-            in the manifest, and queries are encoded the same way.
+        compute: ``auto`` (bf16 autocast where the hardware has it), ``bf16`` or ``fp32``, or an
+            OpenVINO graph: ``openvino``, ``openvino-int8`` (:mod:`trainer.models.backends`); recorded in the manifest, and queries are encoded the same way.
 
     Raises:
         CodetuneError: a source that does not exist, a bad ``dim`` or ``precision``, or ``out`` that is a file.
@@ -139,7 +139,8 @@ def build_index(
     from tqdm.auto import tqdm
 
     from trainer.embedding_cache import model_fingerprint
-    from trainer.retrieval import encode, normalize_truncate, resolve_compute
+    from trainer.models.backends import load_encoder
+    from trainer.retrieval import ENCODER_COMPUTES, encode, normalize_truncate, resolve_compute
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -149,11 +150,9 @@ def build_index(
             raise CodetuneError(f"{src}: no such file or folder")
     if precision not in PRECISIONS:
         check_precision(precision, 0)  # before loading a model
-    compute = resolve_compute(compute)
+    compute = resolve_compute(compute, choices=ENCODER_COMPUTES)
     if model is None:
-        from trainer.models import load_model  # as above: sentence-transformers and torch
-
-        model = load_model(model_spec)
+        model = load_encoder(model_spec, compute)
     full = model.get_embedding_dimension()
     dim = check_dim(dim, full)
     check_precision(precision, dim)

@@ -1,7 +1,7 @@
 """``python -m trainer.search``: argument parsing, and the one place that prints.
 
     python -m trainer.search index SRC [SRC ...] --out INDEX [--model default] [--dim 256]
-                                    [--precision float32|float16|int8|binary] [--compute auto|bf16|fp32]
+                                    [--precision float32|float16|int8|binary] [--compute auto|bf16|fp32|openvino|openvino-int8]
                                     [--exclude DIR ...]
                                     [--store chroma (--chroma-path DIR | --chroma-url URL)] [--collection NAME]
     python -m trainer.search query INDEX "where do we parse the config?" [-k 5] [--mode dense|lexical|hybrid]
@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     idx.add_argument("--dim", type=int, help=f"Matryoshka dimension (default: {DEFAULT_DIM} or the model's, if less)")
     idx.add_argument("--precision", default="float32", help=f"vector storage: {', '.join(PRECISIONS)} (default: float32)")
     idx.add_argument("--compute", default="auto",
-                     help="encoding arithmetic: auto (bf16 where the CPU/GPU has it: 2.6x fp32 on an AVX512-BF16 CPU), bf16, fp32")
+                     help="encoding arithmetic: auto (bf16 where the CPU/GPU has it: 2.6x fp32 on an AVX512-BF16 CPU), bf16, fp32; "
+                          "or an OpenVINO graph (the openvino extra): openvino, openvino-int8 (calibrated int8)")
     idx.add_argument("--exclude", action="append", default=[], metavar="DIR", help="folder name to skip (repeatable)")
     idx.add_argument("--batch-size", type=int, default=64)
     idx.add_argument("--store", help="also write the embeddings into a vector store: chroma")
@@ -100,9 +101,9 @@ def _query(args, quiet) -> int:
         index.check_model(args.model, args.dim)
         model = None
         if args.mode != "lexical":  # BM25 alone needs no model: no seconds spent loading one
-            from trainer.models import load_model  # here: sentence-transformers and torch, seconds to import
+            from trainer.models.backends import load_encoder  # here: sentence-transformers and torch, seconds to import
 
-            model = load_model(index.model_spec)
+            model = load_encoder(index.model_spec, index.manifest.get("compute", "fp32"))  # as the documents were
         hits = search(index, [args.query], model, k=args.k, mode=args.mode, languages=args.lang, path_glob=args.path_glob)[0]
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))
