@@ -49,8 +49,8 @@ def measure(model_spec: str, compute: str, sets: list[str], dims: list[int], max
         seconds += time.perf_counter() - start
         docs += len(d.corpus)
         metrics = evaluate(model, d, dims, show_progress=False, corpus=corpus, compute=compute)
-        ndcg[name] = {dim: 100 * metrics[str(dim)]["ndcg@10"] for dim in dims}
-    ndcg["mean"] = {dim: sum(ndcg[n][dim] for n in data) / len(data) for dim in dims}
+        ndcg[name] = {str(dim): 100 * metrics[str(dim)]["ndcg@10"] for dim in dims}  # str: as JSON brings it back
+    ndcg["mean"] = {str(dim): sum(ndcg[n][str(dim)] for n in data) / len(data) for dim in dims}
     return {"compute": compute, "load_s": load_s, "functions": docs, "encode_s": seconds,
             "functions_per_s": docs / seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "ndcg@10": ndcg}
@@ -104,7 +104,7 @@ def main() -> None:
         row["first_load_s"] = export.get("export_s")
         rows.append(row)
         print(f"{compute:14} {row['functions_per_s']:7.1f} functions/s  peak RSS {row['peak_rss_mb']:6.0f} MB  "
-              + "  ".join(f"NDCG@10@{d} {row['ndcg@10']['mean'][d]:.2f}" for d in args.dims), flush=True)
+              + "  ".join(f"NDCG@10@{d} {row['ndcg@10']['mean'][str(d)]:.2f}" for d in args.dims), flush=True)
     base = next((r for r in rows if r["compute"] == "bf16" and "error" not in r), None)
     print("\n| compute | functions/s | vs bf16 | peak RSS (MB) | " + " | ".join(f"NDCG@10 @{d} (mean)" for d in args.dims) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(args.dims))
@@ -114,7 +114,7 @@ def main() -> None:
             continue
         ratio = f"{r['functions_per_s'] / base['functions_per_s']:.2f}x" if base else "-"
         print(f"| {r['compute']} | {r['functions_per_s']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} | "
-              + " | ".join(f"{r['ndcg@10']['mean'][d]:.2f}" for d in args.dims) + " |")
+              + " | ".join(f"{r['ndcg@10']['mean'][str(d)]:.2f}" for d in args.dims) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "sets": args.sets, "rows": rows}, indent=1))
 

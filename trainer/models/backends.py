@@ -19,12 +19,14 @@ The backend needs Optimum Intel (``pip install 'codetune[openvino]'``), which pi
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import json
 import shutil
 import sysconfig
 import tempfile
+import textwrap
 from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
@@ -167,22 +169,23 @@ def calibration_texts(n: int = CALIBRATION_TEXTS) -> list[str]:
 
     Taken from the running interpreter's standard library in sorted file order, so every machine
     with the same Python calibrates alike, and no user's code nor any evaluation set is involved.
+    Read with ``ast`` here rather than the miner: trainer.data's command line loads models.
     """
-    from trainer.data.languages import ParseError, extract_functions, written_sources
-
     root = Path(sysconfig.get_paths()["stdlib"])
     codes: list[str] = []
     questions: list[str] = []
     for path in sorted(root.glob("*.py")):
         try:
             text = path.read_text(encoding="utf-8")
-            functions = extract_functions(str(path), text, "python")
-        except (OSError, UnicodeDecodeError, ParseError):
+            tree = ast.parse(text)
+        except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue
-        for fn, code in zip(functions, written_sources(text, functions)):
-            codes.append(code)
-            if fn.docstring:
-                questions.append(fn.docstring.strip().splitlines()[0])
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                codes.append(textwrap.dedent(ast.get_source_segment(text, node, padded=True) or ""))
+                doc = ast.get_docstring(node)
+                if doc and doc.strip():
+                    questions.append(doc.strip().splitlines()[0])
         if len(codes) >= n and len(questions) >= n:
             break
     half = n // 2
