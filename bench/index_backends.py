@@ -28,16 +28,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from trainer.data.benchmarks import eval_sets  # noqa: E402
+from trainer.evaluator import encode_corpus, evaluate  # noqa: E402
+from trainer.models.backends import load_encoder  # noqa: E402
+
 COMPUTES = ("fp32", "bf16", "openvino", "openvino-int8")
 SETS = ("real:staqc", "real:click", "written:networkx", "written:sklearn", "written:small-libs")
 
 
 def measure(model_spec: str, compute: str, sets: list[str], dims: list[int], max_seq_length: int) -> dict:
     """One backend in this process: load, encode every set's documents (timed), score."""
-    from trainer.data.benchmarks import eval_sets
-    from trainer.evaluator import encode_corpus, evaluate
-    from trainer.models.backends import load_encoder
-
     data = eval_sets(tuple(sets))
     start = time.perf_counter()
     model = load_encoder(model_spec, compute, max_seq_length=max_seq_length)
@@ -81,16 +81,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         if args.export_only:
-            from trainer.models.backends import load_encoder
-
             start = time.perf_counter()
             load_encoder(args.model, args.one, max_seq_length=args.max_seq_length)
             print(json.dumps({"export_s": time.perf_counter() - start}))
         else:
             print(json.dumps(measure(args.model, args.one, args.sets, args.dims, args.max_seq_length)))
         return
-
-    from trainer.data.benchmarks import eval_sets
 
     eval_sets(tuple(args.sets))  # built (and cached) once, before any timing
     rows = []

@@ -147,6 +147,7 @@ def _quantize(model: SentenceTransformer, folder: Path) -> str:
     sentence-transformers' ``export_static_quantized_openvino_model`` calibrates on a hub dataset;
     with no hub, Optimum Intel's quantizer is given code from this interpreter's standard library.
     """
+    # Here: Optimum Intel is the openvino extra, absent from most installs; datasets only with it.
     from datasets import Dataset
     from optimum.intel.openvino import OVConfig, OVQuantizationConfig, OVQuantizer
 
