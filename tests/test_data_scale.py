@@ -424,3 +424,16 @@ def test_a_cached_index_part_looks_rows_up_as_the_set_itself(tmp_path):
     near = NEAR_FILE.split('"""\n', 1)[1]  # almost_median's body: a near copy of EVAL_DOC's
     rows = [(EVAL_QUERY, "def f(x):\n    return x"), ("other", "def g(values):\n" + near), ("other", "def h():\n    return 1")]
     assert [cached.reason(q, p) for q, p in rows] == [direct.reason(q, p) for q, p in rows] == ["query", "near_document", None]
+
+
+def test_model_card_lists_each_source_with_its_pairs_duplicates_and_rows(tree, tmp_path):
+    from trainer.model_card import _data_section, data_summary
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "one.py").write_text(DOCUMENTED.format(name="lonely", summary="Add up the text lengths of some items.", n=7))
+    (other / "copy.py").write_text(TREE_FILE)  # every function of tree's stats.py again: dropped as duplicates
+    cfg = DataConfig(source=[str(tree), str(other)], test_fraction=0)
+    section = _data_section(data_summary(cfg, load_training_data(cfg, tmp_path / "run"), None))
+    table = section.split("| source |")[1].splitlines()
+    assert table[2:] == ["| tree | 1 | 3 | 0 / 0 | 3 |", "| other | 2 | 1 | 3 / 0 | 1 |"], section

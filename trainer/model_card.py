@@ -192,7 +192,22 @@ def _data_section(summary: dict) -> str:
     if mix and mix["mix"] != "proportional":
         n = len(mix["rows_after"])
         lines.append(f"- Mix: each source's rows resampled to a share ∝ rows^{mix['mix']} over {n} source{'s' * (n != 1)}.")
-    return "\n".join(lines)
+    return "\n".join(lines + _per_source(summary))
+
+
+def _per_source(summary: dict) -> list[str]:
+    """Per mined source: files, pairs, duplicates of another source's or its own functions dropped, rows trained on."""
+    mined = (summary.get("mining") or {}).get("sources") or {}
+    if len(mined) < 2 and not summary.get("dedup"):
+        return []
+    rows = (summary.get("mix") or {}).get("rows_after") or {}
+    table = ["", "| source | files | pairs mined | duplicates dropped (exact / near) | training rows |", "|---|---:|---:|---:|---:|"]
+    for label, counts in mined.items():
+        dup = (summary.get("dedup") or {}).get(label, {})
+        trained = f"{rows[label]:,}" if label in rows else "0"
+        table.append(f"| {label} | {counts['files']:,} | {counts['pairs']:,} | "
+                     f"{dup.get('duplicate', 0):,} / {dup.get('near_duplicate', 0):,} | {trained} |")
+    return table
 
 
 def _front_matter(card: ModelCardData) -> str:
