@@ -26,6 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 from trainer.data.beir import BeirData  # noqa: E402
 from trainer.data.benchmarks import SET_NAMES, eval_sets  # noqa: E402
+from trainer.embedding_cache import model_fingerprint  # noqa: E402
+from trainer.evaluator import evaluate  # noqa: E402
+from trainer.fileio import atomic_write_json, cache_root  # noqa: E402
+from trainer.models import load_model  # noqa: E402
+from trainer.models.backends import load_encoder  # noqa: E402
+from trainer.models.merge import interpolate, snapshot  # noqa: E402
 from trainer.retrieval import ENCODER_COMPUTES  # noqa: E402
 
 
@@ -36,16 +42,11 @@ def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_l
     ``MODEL@ALPHA`` scores ``base + ALPHA * (MODEL - base)`` with ``base_spec`` as the base.
     ``compute``: fp32 (the default, comparable across machines), bf16 autocast, or an OpenVINO graph.
     """
-    from trainer.models import load_model
-    from trainer.models.backends import load_encoder
-
     path, _, alpha = model_spec.partition("@")
     if alpha and compute != "fp32":
         raise SystemExit(f"{model_spec}: MODEL@ALPHA is merged in torch; score it with --compute fp32")
     model = load_encoder(path, compute, max_seq_length=max_seq_length)
     if alpha:
-        from trainer.models.merge import interpolate, snapshot
-
         # Into the tuned model, so that modules the base lacks (a pca_rotation Dense) are kept.
         interpolate(model, snapshot(load_model(base_spec, max_seq_length=max_seq_length)), float(alpha))
     out = {}
@@ -60,10 +61,6 @@ def score(model_spec: str, sets: dict[str, BeirData], dims: list[int], max_seq_l
 
 def _cached_ndcg(model, data: BeirData, dims: list[int], compute: str = "fp32") -> dict[int, float]:
     """NDCG@10 per dim, remembered by model weights, compute and set content (the base model is scored once)."""
-    from trainer.embedding_cache import model_fingerprint
-    from trainer.evaluator import evaluate
-    from trainer.fileio import atomic_write_json, cache_root
-
     arithmetic = "" if compute == "fp32" else f"-{compute}"  # fp32 keeps the key it had before compute existed
     path = cache_root() / "bench-scores" / f"{model_fingerprint(model)}{arithmetic}-{data.fingerprint()}-{'-'.join(map(str, dims))}.json"
     if path.is_file():
