@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from trainer.data.benchmarks import eval_sets  # noqa: E402
 from trainer.evaluator import encode_corpus, evaluate  # noqa: E402
-from trainer.models.backends import load_encoder  # noqa: E402
+from trainer.models.backends import BACKENDS, load_encoder  # noqa: E402
 
 COMPUTES = ("fp32", "bf16", "openvino", "openvino-int8")
 SETS = ("real:staqc", "real:click", "written:networkx", "written:sklearn", "written:small-libs")
@@ -91,7 +91,7 @@ def main() -> None:
     eval_sets(tuple(args.sets))  # built (and cached) once, before any timing
     rows = []
     for compute in args.computes:
-        export = _child(args, compute, export_only=True) if compute.startswith("openvino") else {}
+        export = _child(args, compute, export_only=True) if compute in BACKENDS else {}
         row = export if isinstance(export, str) else _child(args, compute)
         if isinstance(row, str):
             print(f"{compute:14} not measured: {row}", flush=True)

@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--max-seq-length", type=int, default=256)
     parser.add_argument("--json", help="write the scores here")
     parser.add_argument("--base", default="default", help="the base model that MODEL@ALPHA is merged with")
-    parser.add_argument("--compute", default="fp32", choices=ENCODER_COMPUTES[1:],
+    parser.add_argument("--compute", default="fp32", choices=[c for c in ENCODER_COMPUTES if c != "auto"],
                         help="encoding: fp32 (default), bf16 autocast, or an OpenVINO graph (the openvino extra)")
     parser.add_argument("--sets", nargs="+", choices=SET_NAMES, default=list(SET_NAMES),
                         help="score these sets only (a 110M model takes ~20 min for all of them on 2 cores)")

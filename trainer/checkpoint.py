@@ -24,7 +24,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from trainer.errors import CodetuneError
+from trainer.errors import CodetuneError, first_line
 from trainer.fileio import atomic_write_text
 
 STATE_FILE = "trainer_state.json"
@@ -125,8 +125,9 @@ def load_checkpoint(accelerator: Accelerator, path: Path) -> dict:
         with _without_custom_pickles(path) as folder:
             accelerator.load_state(str(folder))
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0][:200]
-        raise CodetuneError(f"resume_from_checkpoint={path}: refused to load a file that is not plain tensors ({reason})") from None
+        raise CodetuneError(
+            f"resume_from_checkpoint={path}: refused to load a file that is not plain tensors ({first_line(err)})"
+        ) from None
     except (ValueError, KeyError) as err:
         raise CodetuneError(f"resume_from_checkpoint={path}: unreadable checkpoint ({err})") from None
     return state

@@ -15,8 +15,8 @@ from trainer.retrieval import Kind, encode
 def model_fingerprint(model: SentenceTransformer) -> str:
     """A hash of the weights, prompts and sequence length: what changes the embeddings.
 
-    A model exported to ONNX or OpenVINO (:mod:`trainer.models.backends`) has no torch weights to
-    hash; it carries the fingerprint of those it was exported from.
+    A model exported to OpenVINO (:mod:`trainer.models.backends`) has no torch weights to hash; it
+    carries a fingerprint of those it was exported from and of its compute.
     """
     exported = getattr(model, "codetune_fingerprint", None)
     if exported is not None:

@@ -16,6 +16,13 @@ class CodetuneError(Exception):
     """A problem with the user's input: config, flags, files or model spec."""
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to its first line and ``limit`` characters, or its type's name when empty:
+    the reason inside a one-line :class:`CodetuneError` wrapping a library's error."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__
+
+
 class RunFailed(Exception):
     """The run cannot go on for a reason outside the user's input (e.g. another process died): exit 1."""
 

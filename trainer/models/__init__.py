@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Normalize, Router, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
-from trainer.errors import CodetuneError
+from trainer.errors import CodetuneError, first_line
 from trainer.models.embedded import embedded_path
 from trainer.models.presets import PRESETS, end_with_eos, preset_for_name, weight_dtype
 
@@ -103,8 +103,7 @@ def load_model(
                 str(local) if local.exists() else spec, device=device, trust_remote_code=trust_remote_code
             )
     except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CodetuneError(f"model {spec!r}: cannot be loaded ({reason[:200]})") from None
+        raise CodetuneError(f"model {spec!r}: cannot be loaded ({first_line(err)})") from None
     if max_seq_length is not None:
         # A config written for 512-position encoders must not overflow a smaller model.
         limit = getattr(model.tokenizer, "model_max_length", None) or max_seq_length

@@ -32,7 +32,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer
 
 from trainer.embedding_cache import model_fingerprint
-from trainer.errors import CodetuneError
+from trainer.errors import CodetuneError, first_line
 from trainer.fileio import atomic_write_json, cache_root
 from trainer.models import DEFAULT_ALIASES, embedded_default_path, load_model
 from trainer.retrieval import BACKEND_COMPUTES
@@ -116,7 +116,6 @@ def _versions() -> tuple[str, ...]:
 
 def _export(spec: str, compute: str, max_seq_length: int | None, folder: Path) -> None:
     """Write the export into ``folder`` atomically: a failure or a concurrent export leaves no half folder."""
-
     backend, int8 = BACKENDS[compute]
     torch_model = load_model(spec, max_seq_length=max_seq_length)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -128,8 +127,7 @@ def _export(spec: str, compute: str, max_seq_length: int | None, folder: Path) -
             exported.save(str(tmp))  # writes openvino/openvino_model.xml beside the modules
             file_name = _quantize(exported, tmp) if int8 else None
         except (OSError, ValueError, RuntimeError) as err:
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CodetuneError(f"model {spec!r}: cannot be exported to {backend} ({reason[:200]})") from None
+            raise CodetuneError(f"model {spec!r}: cannot be exported to {backend} ({first_line(err)})") from None
         atomic_write_json(tmp / META, {"spec": spec, "compute": compute, "file_name": file_name,
                                        "fingerprint": model_fingerprint(torch_model)})
         try:

@@ -87,8 +87,7 @@ def _previous(out: Path, manifest: dict) -> _Previous:
     except CodetuneError:
         return _Previous()  # an older format or a damaged folder: rebuilt from scratch
     same = ("model_fingerprint", "dim", "precision", "document_version")
-    old_compute = old.manifest.get("compute", "fp32")  # indexes from before the key encoded in fp32
-    if not old.snippets or old_compute != manifest["compute"] or any(old.manifest.get(k) != manifest[k] for k in same):
+    if not old.snippets or old.compute != manifest["compute"] or any(old.manifest.get(k) != manifest[k] for k in same):
         return _Previous()
     prev = _Previous(files=old.files, ranges=old.dense.ranges, built_ns=int(old.manifest.get("built_ns", 0)),
                      manifest=old.manifest)
@@ -129,7 +128,8 @@ def build_index(
         dim: Matryoshka dimension; default ``min(256, model dimension)``.
         precision: how vectors are stored (see :mod:`trainer.search.dense`).
         compute: ``auto`` (bf16 autocast where the hardware has it), ``bf16`` or ``fp32``, or an
-            OpenVINO graph: ``openvino``, ``openvino-int8`` (:mod:`trainer.models.backends`); recorded in the manifest, and queries are encoded the same way.
+            OpenVINO graph: ``openvino``, ``openvino-int8`` (:mod:`trainer.models.backends`);
+            recorded in the manifest, and queries are encoded the same way.
 
     Raises:
         CodetuneError: a source that does not exist, a bad ``dim`` or ``precision``, or ``out`` that is a file.

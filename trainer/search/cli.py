@@ -103,7 +103,7 @@ def _query(args, quiet) -> int:
         if args.mode != "lexical":  # BM25 alone needs no model: no seconds spent loading one
             from trainer.models.backends import load_encoder  # here: sentence-transformers and torch, seconds to import
 
-            model = load_encoder(index.model_spec, index.manifest.get("compute", "fp32"))  # as the documents were
+            model = load_encoder(index.model_spec, index.compute)
         hits = search(index, [args.query], model, k=args.k, mode=args.mode, languages=args.lang, path_glob=args.path_glob)[0]
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))

@@ -80,8 +80,7 @@ def _check_model(index: SearchIndex, model: SentenceTransformer | None) -> None:
 def _dense(index: SearchIndex, queries: Sequence[str], model, depth: int, rows, batch_size: int):
     from trainer.retrieval import encode, normalize_truncate  # here: torch, which a BM25 query never loads
 
-    compute = index.manifest.get("compute", "fp32")  # as the documents were encoded
-    q = normalize_truncate(encode(model, list(queries), "query", batch_size, compute=compute), index.dim).cpu().numpy()  # (Q, dim)
+    q = normalize_truncate(encode(model, list(queries), "query", batch_size, compute=index.compute), index.dim).cpu().numpy()  # (Q, dim)
     return index.dense.search(q, depth, rows)
 
 

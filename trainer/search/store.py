@@ -73,6 +73,11 @@ class SearchIndex:
         return str(self.manifest["precision"])
 
     @property
+    def compute(self) -> str:
+        """How documents were encoded, and so queries must be (an index from before the key: fp32)."""
+        return str(self.manifest.get("compute", "fp32"))
+
+    @property
     def model_spec(self) -> str:
         return str(self.manifest["model"])
 
