@@ -437,3 +437,19 @@ def test_model_card_lists_each_source_with_its_pairs_duplicates_and_rows(tree, t
     section = _data_section(data_summary(cfg, load_training_data(cfg, tmp_path / "run"), None))
     table = section.split("| source |")[1].splitlines()
     assert table[2:] == ["| tree | 1 | 3 | 0 / 0 | 3 |", "| other | 2 | 1 | 3 / 0 | 1 |"], section
+
+
+def test_model_card_lists_a_pairs_file_beside_a_mined_tree(tree, tmp_path):
+    """A source read rather than mined (a user's pairs, the stdlib cache) still gets its row: a dash for files and pairs."""
+    from trainer.model_card import _data_section, data_summary
+
+    copy = TREE_FILE.split("\n\n\n")[-1].split('"""\n', 1)[1]  # count_vowels's body, docstring cut
+    rows = [
+        {"query": "Tally the vowels of a string.", "positive": "def tally(text):\n" + copy},
+        {"query": "Reverse the words of a sentence please.", "positive": "def rev(s):\n    return ' '.join(reversed(s.split()))"},
+    ]
+    write_jsonl(tmp_path / "pairs.jsonl", rows)
+    cfg = DataConfig(source=[str(tree), str(tmp_path / "pairs.jsonl")], test_fraction=0)
+    section = _data_section(data_summary(cfg, load_training_data(cfg, tmp_path / "run"), None))
+    table = section.split("| source |")[1].splitlines()
+    assert table[2:] == ["| tree | 1 | 3 | 0 / 0 | 3 |", "| pairs.jsonl | – | – | 1 / 0 | 1 |"], section

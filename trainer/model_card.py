@@ -196,17 +196,20 @@ def _data_section(summary: dict) -> str:
 
 
 def _per_source(summary: dict) -> list[str]:
-    """Per mined source: files, pairs, duplicates of another source's or its own functions dropped, rows trained on."""
+    """Per source: files and pairs mined (a dash where it was read, not mined), duplicates of another
+    source's or its own functions dropped, rows trained on."""
     mined = (summary.get("mining") or {}).get("sources") or {}
-    if len(mined) < 2 and not summary.get("dedup"):
-        return []
     rows = (summary.get("mix") or {}).get("rows_after") or {}
+    dedup = summary.get("dedup") or {}
+    labels = list(dict.fromkeys([*rows, *mined, *dedup]))  # the sources' order, each once
+    if len(labels) < 2 and not dedup:
+        return []
     table = ["", "| source | files | pairs mined | duplicates dropped (exact / near) | training rows |", "|---|---:|---:|---:|---:|"]
-    for label, counts in mined.items():
-        dup = (summary.get("dedup") or {}).get(label, {})
-        trained = f"{rows[label]:,}" if label in rows else "0"
-        table.append(f"| {label} | {counts['files']:,} | {counts['pairs']:,} | "
-                     f"{dup.get('duplicate', 0):,} / {dup.get('near_duplicate', 0):,} | {trained} |")
+    for label in labels:
+        counts, dup = mined.get(label), dedup.get(label, {})
+        files, pairs = (f"{counts['files']:,}", f"{counts['pairs']:,}") if counts else ("–", "–")
+        table.append(f"| {label} | {files} | {pairs} | {dup.get('duplicate', 0):,} / {dup.get('near_duplicate', 0):,} "
+                     f"| {rows.get(label, 0):,} |")
     return table
 
 
