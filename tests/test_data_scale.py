@@ -453,3 +453,24 @@ def test_model_card_lists_a_pairs_file_beside_a_mined_tree(tree, tmp_path):
     section = _data_section(data_summary(cfg, load_training_data(cfg, tmp_path / "run"), None))
     table = section.split("| source |")[1].splitlines()
     assert table[2:] == ["| tree | 1 | 3 | 0 / 0 | 3 |", "| pairs.jsonl | – | – | 1 / 0 | 1 |"], section
+
+
+def test_conala_source_trains_every_question_and_holds_none_out(tree, tmp_path):
+    """``conala`` beside a tree: its 1,709 shipped questions are training rows, the held-out set is the tree's alone."""
+    from trainer.data.conala import CONALA_FILE
+
+    (tree / "more.py").write_text(DOCUMENTED.format(name="lonely", summary="Add up the text lengths of some items.", n=7))
+    data = load_training_data(DataConfig(source=[str(tree), "conala"], test_fraction=0.5, seed=1), tmp_path / "run")
+    asked = {json.loads(line)["intent"]: json.loads(line)["snippets"] for line in CONALA_FILE.read_text().splitlines()}
+    rows = [r for r in data.train if r["query"] in asked]
+    repeats = data.report["dedup"].get("conala", {})  # two questions answered by the same code: trained on once
+    assert len(rows) + sum(repeats.values()) == len(asked) == 1709 and sum(repeats.values()) < 20
+    assert all(r["positive"] == "\n".join(asked[r["query"]]) for r in rows)
+    assert data.report["labels"]["conala"] == "conala"
+    held_out = [q for q in data.eval_data.queries.values()]
+    assert held_out and not set(held_out) & set(asked)  # the tree's file, not a question
+
+
+def test_a_missing_source_names_the_shipped_ones(tmp_path):
+    with pytest.raises(CodetuneError, match=r"^data.source: .*nope: not found \(nor 'stdlib', 'conala' or 'pkg:NAME'\)$"):
+        DataConfig(source=["stdlib", str(tmp_path / "nope")]).check_paths()

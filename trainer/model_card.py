@@ -117,7 +117,8 @@ def results_table(before: dict, after: dict) -> str:
 def _eval_results(after: dict, facts: RunFacts) -> list[EvalResult]:
     """The model-index: one result per dimension and metric; the dimension is the dataset's config."""
     data = facts.config.data
-    name = Path(data.eval).name if data.eval else "held-out " + "+".join(Path(s).name for s in facts.data["sources"])
+    held = [Path(s).name for s in facts.data["sources"] if s != "conala"]  # conala trains only: none held out
+    name = Path(data.eval).name if data.eval else "held-out " + "+".join(held)
     kind = re.sub(r"[^\w.-]+", "-", name).strip("-").lower() or "held-out"
     return [
         EvalResult(task_type="information-retrieval", task_name="Code retrieval", dataset_type=kind,
@@ -172,7 +173,8 @@ def _versions(recipe: str) -> str:
 
 def _data_section(summary: dict) -> str:
     stdlib = f"the Python {sys.version_info.major}.{sys.version_info.minor} standard library"
-    sources = ", ".join(stdlib if s == "stdlib" else f"`{s}`" for s in summary["sources"])
+    named = {"stdlib": stdlib, "conala": "CoNaLa's 1,709 Stack Overflow questions"}
+    sources = ", ".join(named.get(s, f"`{s}`") for s in summary["sources"])
     languages = ", ".join(f"{lang} {n:,}" for lang, n in summary["languages"].items()) or "not recorded"
     negatives = f", {summary['hard_negatives']} mined hard negatives per query" if summary["hard_negatives"] else ""
     lines = [

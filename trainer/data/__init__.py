@@ -105,6 +105,7 @@ class DataConfig:
 
     def check_paths(self) -> None:
         """Fail on a missing source or evaluation folder before anything expensive (a model load) runs."""
+        from trainer.data.conala import is_conala  # datasets
         from trainer.data.sources import check_package, is_package  # numpy, tree-sitter
         from trainer.data.stdlib import is_stdlib  # datasets
 
@@ -114,8 +115,8 @@ class DataConfig:
         for source in sources:
             if is_package(source):
                 check_package(source)
-            elif not is_stdlib(source) and not Path(source).exists():
-                raise CodetuneError(f"data.source: {source}: not found (nor 'stdlib' or 'pkg:NAME')")
+            elif not is_stdlib(source) and not is_conala(source) and not Path(source).exists():
+                raise CodetuneError(f"data.source: {source}: not found (nor 'stdlib', 'conala' or 'pkg:NAME')")
         if self.eval is not None and not Path(self.eval).is_dir():
             raise CodetuneError(f"data.eval: {self.eval}: BEIR folder not found")
         from trainer.data.decontaminate import check_entries  # numpy, tree-sitter
@@ -125,7 +126,7 @@ class DataConfig:
     def sources(self) -> list[str]:
         """``source`` as a list, paths with ``~`` expanded."""
         sources = [self.source] if isinstance(self.source, str) else list(self.source)
-        return [s if s == "stdlib" or s.startswith("pkg:") else str(Path(s).expanduser()) for s in sources]
+        return [s if s in ("stdlib", "conala") or s.startswith("pkg:") else str(Path(s).expanduser()) for s in sources]
 
     def mining_config(self) -> MiningConfig:
         """The miner's settings."""

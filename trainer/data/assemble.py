@@ -4,6 +4,7 @@
 source, plus each source's held-out set:
 
 - ``stdlib``: the cached standard-library set (label ``stdlib``);
+- ``conala``: the shipped Stack Overflow questions (:mod:`trainer.data.conala`), none held out;
 - a dataset file or folder: its rows, split on their own (label: the file's name);
 - ``pkg:``, git and folder entries: mined *together* (:func:`trainer.data.mining.mine`), so that
   exact and near duplicates across all of them are dropped before the split, then split by file;
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 import datasets
 
 from trainer.data.beir import BeirData, load_beir
+from trainer.data.conala import CONALA, conala_dataset, is_conala
 from trainer.data.filters import Deduplicator, declared_name
 from trainer.data.formats import load_pairs, rows_dataset
 from trainer.data.languages import language_for_path
@@ -61,6 +63,8 @@ def read_sources(config: DataConfig) -> tuple[list[Part], list[BeirData | Path],
             parts.append((_unique("stdlib", origin, source), train))
             if hold_out and test_dir is not None:
                 held_out.append(test_dir)
+        elif is_conala(source):
+            parts.append((_unique(CONALA, origin, source), conala_dataset()))  # general questions: none held out
         elif not is_package(source) and is_dataset(source):
             rows = load_pairs(source, config.query_column, config.positive_column, config.negatives_column, config.eval_split)
             if hold_out:
