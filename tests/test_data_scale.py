@@ -467,7 +467,7 @@ def test_conala_source_trains_every_question_and_holds_none_out(tree, tmp_path):
     assert len(rows) + sum(repeats.values()) == len(asked) == 1709 and sum(repeats.values()) < 20
     assert all(r["positive"] == "\n".join(asked[r["query"]]) for r in rows)
     assert data.report["labels"]["conala"] == "conala"
-    held_out = [q for q in data.eval_data.queries.values()]
+    held_out = list(data.eval_data.queries.values())
     assert held_out and not set(held_out) & set(asked)  # the tree's file, not a question
 
 

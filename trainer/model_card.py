@@ -173,7 +173,7 @@ def _versions(recipe: str) -> str:
 
 def _data_section(summary: dict) -> str:
     stdlib = f"the Python {sys.version_info.major}.{sys.version_info.minor} standard library"
-    named = {"stdlib": stdlib, "conala": "CoNaLa's 1,709 Stack Overflow questions"}
+    named = {"stdlib": stdlib, "conala": "CoNaLa's Stack Overflow questions"}
     sources = ", ".join(named.get(s, f"`{s}`") for s in summary["sources"])
     languages = ", ".join(f"{lang} {n:,}" for lang, n in summary["languages"].items()) or "not recorded"
     negatives = f", {summary['hard_negatives']} mined hard negatives per query" if summary["hard_negatives"] else ""
