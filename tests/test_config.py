@@ -191,7 +191,9 @@ BEFORE_BASE = {
                  "gather_across_devices": True, "symmetric": True},
         "train": {"batch_size": 32, "gradient_accumulation_steps": 1, "grad_cache_chunk": 8, "lr": 2e-5,
                   "warmup_ratio": 0.1, "epochs": 1.3, "group_by_length": False, "length_buckets": 4,
-                  "group_by_source": "file", "source_share": 0.5, "checkpoint_every": 50, "log_every": 5},
+                  "group_by_source": "file", "source_share": 0.5, "checkpoint_every": 50, "log_every": 5,
+                  # inherited; MPNet's attention has no SDPA dispatch, so nothing switches
+                  "eager_attention_max_tokens": 200},
         "merge": {"alpha": 0.7},
         "eval": {"dims": [], "questions": ["staqc", "click"]},
         "tracking": {"wandb": "auto", "log_examples": False},

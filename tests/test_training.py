@@ -379,3 +379,42 @@ def test_attention_dropout_on_a_model_without_attention_names_the_key():
     model = SentenceTransformer(modules=[StaticEmbedding(tokenizer, embedding_dim=8)], device="cpu")
     with pytest.raises(CodetuneError, match=r"^model\.attention_dropout: no attention dropout found"):
         prepare_for_training(model, ModelConfig(attention_dropout=0.0))
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "qwen3"])
+def test_eager_attention_below_a_length_gives_the_fused_kernels_embeddings_and_gradients(family, tmp_path):
+    from torch.profiler import profile
+
+    from tests.conftest import make_tiny_bert, make_tiny_qwen3, make_tiny_roberta
+    from trainer.models import load_model
+    from trainer.models.forward import PairEncoder
+
+    make = {"bert": make_tiny_bert, "roberta": make_tiny_roberta, "qwen3": make_tiny_qwen3}[family]
+    model = load_model(str(make(tmp_path / family)), preset={"bert": "bge", "roberta": "codebert", "qwen3": "qwen3-embedding"}[family])
+    model.float()  # the decoder preset loads bf16, whose rounding would hide a real difference
+    config = model[0].auto_model.config
+    assert config._attn_implementation == "sdpa"
+    short = model.tokenize(["def f(x): return x", "sort a list"])
+    long = model.tokenize([f"def g{i}(a, b):\n    return [a * k + b for k in range({i})]" * 3 for i in range(2)])
+    assert short["input_ids"].shape[1] < 16 < long["input_ids"].shape[1]
+
+    def step(eager_max_tokens: int):
+        encoder = PairEncoder(model, eager_max_tokens)
+        model.zero_grad()
+        with profile() as prof:
+            q, d = encoder(dict(short), [dict(long)])
+            (q.sum() + 2 * d.sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        fused = sum(e.count for e in prof.key_averages() if "flash_attention_for_cpu" in e.key and "backward" not in e.key)
+        return q.detach(), d.detach(), grads, fused
+
+    q0, d0, g0, fused0 = step(0)
+    q1, d1, g1, fused1 = step(16)  # the short batch eager, the long one fused
+    assert config._attn_implementation == "sdpa"  # switched back after each forward
+    layers = fused0 // 2
+    assert layers > 0 and fused1 == layers  # only the long batch's layers ran the fused kernel
+    torch.testing.assert_close(q1, q0, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(d1, d0, atol=1e-5, rtol=1e-4)
+    assert g1.keys() == g0.keys()
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], atol=1e-5, rtol=1e-4, msg=name)

@@ -58,12 +58,17 @@ class TrainConfig:
     # >1: documents of a batch are sorted by length and embedded in this many slices, each padded
     # only to its own longest text (same loss and gradient, less padding: code lengths vary ~10x)
     length_buckets: int = 1
+    # On CPU, inputs padded to at most this many tokens use eager attention instead of SDPA's fused
+    # kernel, whose backward is slow there on short inputs (trainer.models.forward.PairEncoder); 0: off
+    eager_attention_max_tokens: int = 0
     seed: int = 42
     log_every: int = 10
     checkpoint_every: int = 200  # 0: only the final model
     keep_checkpoints: int = 2
 
     def __post_init__(self) -> None:
+        if self.eager_attention_max_tokens < 0:
+            raise CodetuneError(f"train.eager_attention_max_tokens: {self.eager_attention_max_tokens} must be 0 (off) or more")
         if self.length_buckets < 1:
             raise CodetuneError(f"train.length_buckets: {self.length_buckets} must be 1 or more")
         if not 0 < self.source_share <= 1:
@@ -120,7 +125,9 @@ class Trainer:
         optimizer = torch.optim.AdamW([{"params": params, "lr": cfg.lr}], lr=cfg.lr, weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
         # Not passed to prepare(): accelerate would step a prepared scheduler once per process.
         self.scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * self.steps), self.steps)
-        self.model, self.optimizer = accelerator.prepare(PairEncoder(model), optimizer)
+        # On GPUs the fused kernels are fast both ways: eager attention is only a CPU trade.
+        eager = cfg.eager_attention_max_tokens if accelerator.device.type == "cpu" else 0
+        self.model, self.optimizer = accelerator.prepare(PairEncoder(model, eager), optimizer)
         self.params = params
         self.stop = stop or StopRequest()  # the recipe's, watching since before setup
 
