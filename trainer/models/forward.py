@@ -8,9 +8,10 @@ from typing import Literal
 
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules import Router, Transformer
+from sentence_transformers.base.modules import Router
 
 from trainer.models import is_asymmetric
+from trainer.models.memory import hf_models
 
 Kind = Literal["query", "document"]
 
@@ -37,15 +38,13 @@ def sdpa_configs(model: SentenceTransformer) -> list:
     any forward-time switch and must see the kernel the forward saw.
     """
     configs = []
-    for module in model.modules():
-        if isinstance(module, Transformer):
-            hf = module.model.get_base_model() if hasattr(module.model, "get_base_model") else module.model
-            config = getattr(hf, "config", None)
-            # transformers 5 renamed it (the old name warns); 4.x only has is_gradient_checkpointing.
-            checkpointing = getattr(type(hf), "is_activation_checkpointing", None) is not None
-            checkpointing = hf.is_activation_checkpointing if checkpointing else getattr(hf, "is_gradient_checkpointing", False)
-            if getattr(config, "_attn_implementation", None) == "sdpa" and not checkpointing:
-                configs.append(config)
+    for hf in hf_models(model):
+        # transformers 5 renamed it (the old name warns); 4.x only has is_gradient_checkpointing.
+        new_name = hasattr(type(hf), "is_activation_checkpointing")
+        checkpointing = hf.is_activation_checkpointing if new_name else getattr(hf, "is_gradient_checkpointing", False)
+        config = getattr(hf, "config", None)
+        if getattr(config, "_attn_implementation", None) == "sdpa" and not checkpointing:
+            configs.append(config)
     return configs
 
 

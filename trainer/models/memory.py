@@ -42,7 +42,7 @@ def prepare_for_training(model: SentenceTransformer, cfg: ModelConfig) -> None:
 def check_training_settings(model: SentenceTransformer, cfg: ModelConfig) -> None:
     """Raise now the error :func:`prepare_for_training` would raise after the base evaluation.
 
-    Changes nothing. The same targets are found before and after LoRA: :func:`_hf_models` looks
+    Changes nothing. The same targets are found before and after LoRA: :func:`hf_models` looks
     through a peft wrapper.
     """
     if cfg.freeze_embeddings:
@@ -71,7 +71,7 @@ def freeze_token_embeddings(model: SentenceTransformer) -> None:
 
 
 def _embedding_tables(model: SentenceTransformer) -> list[torch.nn.Module]:
-    tables = [m.get_input_embeddings() for m in _hf_models(model) if hasattr(m, "get_input_embeddings")]
+    tables = [m.get_input_embeddings() for m in hf_models(model) if hasattr(m, "get_input_embeddings")]
     if not tables:
         raise CodetuneError("model.freeze_embeddings: this model has no transformer token embeddings to freeze")
     return tables
@@ -105,14 +105,14 @@ def _attention_dropouts(model: SentenceTransformer) -> list[torch.nn.Module]:
     """The attention-probability dropouts: an nn.Dropout (BERT, RoBERTa, XLM-R, MPNet, DistilBERT)
     or a module whose forward reads a float ``attention_dropout`` (Qwen/Llama-style attention)."""
     found = []
-    for base in _hf_models(model):
+    for base in hf_models(model):
         for module in base.modules():
             if type(module).__name__.endswith("SelfAttention") and isinstance(getattr(module, "dropout", None), torch.nn.Dropout):
                 found.append(module.dropout)
             elif isinstance(getattr(module, "attention_dropout", None), float):
                 found.append(module)
     if not found:
-        names = ", ".join(type(m).__name__ for m in _hf_models(model)) or "no Transformer module"
+        names = ", ".join(type(m).__name__ for m in hf_models(model)) or "no Transformer module"
         raise CodetuneError(f"model.attention_dropout: no attention dropout found in this model ({names})")
     return found
 
@@ -131,14 +131,14 @@ def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
 
 
 def _checkpointable(model: SentenceTransformer) -> list[torch.nn.Module]:
-    bases = _hf_models(model)
+    bases = hf_models(model)
     if not bases or not all(getattr(m, "supports_gradient_checkpointing", False) for m in bases):
         names = ", ".join(type(m).__name__ for m in bases) or "no Transformer module"
         raise CodetuneError(f"model.gradient_checkpointing: not supported by this model ({names})")
     return bases
 
 
-def _hf_models(model: SentenceTransformer) -> list[torch.nn.Module]:
+def hf_models(model: SentenceTransformer) -> list[torch.nn.Module]:
     """The Hugging Face model inside each of ``model``'s Transformer modules."""
     found = [m.model for m in model.modules() if isinstance(m, Transformer)]
     # Under LoRA the Hugging Face model sits inside a PeftModel.
