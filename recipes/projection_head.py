@@ -57,6 +57,7 @@ UNUSED = {
     "data.hard_negatives_window": "the head trains on in-batch negatives alone",
     "loss.gather_across_devices": "the head trains in one process",
     "loss.symmetric": "the head's InfoNCE runs from queries to documents only",
+    "loss.teacher": "the head learns from its pairs alone (distillation trains the encoder: matryoshka.py, lora.py)",
 }
 
 

@@ -156,6 +156,7 @@ UNUSED = {
         "model.gradient_checkpointing": "true", "model.freeze_embeddings": "true", "model.attention_dropout": "0.1",
         "model.pca_rotation": "true", "model.pca_refit": "true", "data.hard_negatives": "2",
         "data.hard_negatives_window": "[5,20]", "loss.gather_across_devices": "false", "loss.symmetric": "true",
+        "loss.teacher": "mpnet-base",
     },
     "lora": {"merge.alpha": "0.5", "model.freeze_embeddings": "true"},
 }

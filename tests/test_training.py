@@ -48,9 +48,11 @@ def assert_same_weights(a, b, atol=1e-5):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-@pytest.mark.parametrize("negatives,symmetric", [(0, False), (1, False), (1, True)])
-def test_two_processes_equal_one_with_double_batch(tiny_bert, tmp_path, negatives, symmetric):
+@pytest.mark.parametrize("negatives,symmetric,teacher", [(0, False, False), (1, False, False), (1, True, False), (1, True, True)])
+def test_two_processes_equal_one_with_double_batch(tiny_bert, tiny_roberta, tmp_path, negatives, symmetric, teacher):
     steps = ["train.max_steps=2", f"train.hard_negatives={negatives}", "train.checkpoint_every=0", f"symmetric={symmetric}"]
+    if teacher:  # a teacher's scores in the target: its embeddings are gathered like the student's
+        steps.append(f"teacher={tiny_roberta}")
     launch(tiny_bert, tmp_path / "one", "train.batch_size=8", *steps, processes=1)
     launch(tiny_bert, tmp_path / "two", "train.batch_size=4", *steps, processes=2)
     assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-5)
@@ -75,9 +77,11 @@ def test_without_gather_two_processes_differ(tiny_bert, tmp_path):
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_grad_cache_equals_full_batch_across_processes(tiny_bert, tmp_path):
-    """GradCache in chunks of 3 == the plain full batch, on one process and across two."""
+@pytest.mark.parametrize("teacher", [False, True])
+def test_grad_cache_equals_full_batch_across_processes(tiny_bert, tiny_roberta, tmp_path, teacher):
+    """GradCache in chunks of 3 == the plain full batch, on one process and across two (with a teacher too)."""
     steps = ["train.max_steps=2", "train.checkpoint_every=0", "train.hard_negatives=1"]
+    steps += [f"teacher={tiny_roberta}"] if teacher else []
     launch(tiny_bert, tmp_path / "full", *steps, "train.batch_size=8", processes=1)
     launch(tiny_bert, tmp_path / "cached1", *steps, "train.batch_size=8", "train.grad_cache_chunk=3", processes=1)
     launch(tiny_bert, tmp_path / "cached2", *steps, "train.batch_size=4", "train.grad_cache_chunk=3", processes=2)

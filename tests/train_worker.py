@@ -21,6 +21,7 @@ from trainer.losses import MatryoshkaInfoNCE  # noqa: E402
 from trainer.models import load_model  # noqa: E402
 from trainer.preemption import EXIT_PREEMPTED, Preempted  # noqa: E402
 from trainer.run_folder import run_folder  # noqa: E402
+from trainer.teacher import load_teacher  # noqa: E402
 from trainer.tracking import TrackingConfig  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir_code"
@@ -36,6 +37,7 @@ class WorkerConfig:
     dims: list[int] = field(default_factory=lambda: [32, 16])
     gather: bool = True
     symmetric: bool = False
+    teacher: str | None = None  # a model folder whose scores join the target (loss.teacher), at weight 0.5
     poison_step: int = 0  # >0: the loss turns NaN on this step, to test the divergence guard
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=lambda: TrackingConfig(wandb="disabled"))
@@ -70,10 +72,13 @@ def main() -> None:  # noqa: D103
     with run_folder(cfg.output_dir, "worker", cfg.resume_from_checkpoint, cfg.overwrite, acc) as run_dir:
         resume_from, tracker = run.start(cfg, run_dir, acc)
         model = load_model(model_dir, cfg.preset, device=str(acc.device))
-        loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather, symmetric=cfg.symmetric)
+        loss_fn = MatryoshkaInfoNCE(cfg.dims, temperature=0.05, gather=cfg.gather, symmetric=cfg.symmetric,
+                                    teacher_weight=0.5 if cfg.teacher else 0.0)
         if cfg.poison_step:
             loss_fn = poisoned(loss_fn, cfg.poison_step * cfg.train.gradient_accumulation_steps)
-        trainer = Trainer(model, fixture_rows(cfg.train.hard_negatives), loss_fn, cfg.train, acc, run_dir, tracker)
+        rows = fixture_rows(cfg.train.hard_negatives)
+        teacher = load_teacher(cfg.teacher, rows, acc, 64) if cfg.teacher else None
+        trainer = Trainer(model, rows, loss_fn, cfg.train, acc, run_dir, tracker, teacher=teacher)
         try:
             trainer.fit(resume_from)
         except Preempted:

@@ -8,8 +8,9 @@ import pickle
 import torch
 from sentence_transformers import SentenceTransformer
 
+from trainer.distributed import any_rank
 from trainer.fileio import atomic_write_with, cache_root
-from trainer.retrieval import Kind, encode
+from trainer.retrieval import Kind, encode_share, gather_share
 
 
 def model_fingerprint(model: SentenceTransformer) -> str:
@@ -30,11 +31,19 @@ def model_fingerprint(model: SentenceTransformer) -> str:
 
 
 def cached_encode(
-    model: SentenceTransformer, texts: list[str], kind: Kind, batch_size: int = 64, compute: str = "fp32"
+    model: SentenceTransformer,
+    texts: list[str],
+    kind: Kind,
+    batch_size: int = 64,
+    compute: str = "fp32",
+    rank: int = 0,
+    world: int = 1,
 ) -> tuple[torch.Tensor, bool]:
     """Embeddings of ``texts`` as ``kind``, from the cache when this model already encoded them.
 
     ``compute``: ``fp32``, or ``bf16`` autocast (see :func:`trainer.retrieval.encode_share`); part of the key.
+    ``rank``, ``world``: with several processes (a collective call), each encodes its share and
+    all get every row; the first writes the cache, and it is read only when every process has it.
 
     Returns:
         (N, D) float32 on CPU, and whether it came from the cache.
@@ -44,12 +53,20 @@ def cached_encode(
     for text in texts:
         h.update(hashlib.sha256(text.encode()).digest())
     path = cache_root() / "embeddings" / f"{h.hexdigest()[:24]}.pt"
-    if path.is_file():
-        try:
-            return torch.load(path, weights_only=True), True  # a tensor file: never run pickled code
-        except (pickle.UnpicklingError, RuntimeError, EOFError):
-            print(f"embedding cache {path}: not a plain tensor file; encoding again")
+    emb = _load(path) if path.is_file() else None
+    if not any_rank(emb is None, model.device):  # a collective: all read it, or all encode
+        return emb, True
+    share = encode_share(model, texts, kind, batch_size, rank, world, show_progress=rank == 0, compute=compute)
     # clone(): encode returns inference-mode tensors, which autograd refuses as inputs
-    emb = encode(model, texts, kind, batch_size, show_progress=True, compute=compute).cpu().clone()
-    atomic_write_with(path, lambda f: torch.save(emb, f))
+    emb = gather_share(share).cpu().clone()
+    if rank == 0:
+        atomic_write_with(path, lambda f: torch.save(emb, f))
     return emb, False
+
+
+def _load(path) -> torch.Tensor | None:
+    try:
+        return torch.load(path, weights_only=True)  # a tensor file: never run pickled code
+    except (pickle.UnpicklingError, RuntimeError, EOFError):
+        print(f"embedding cache {path}: not a plain tensor file; encoding again")
+        return None

@@ -32,6 +32,7 @@ from trainer.losses import MatryoshkaInfoNCE
 from trainer.models.forward import PairEncoder, count_tokens, tokenize
 from trainer.preemption import Preempted, StopRequest
 from trainer.rows import Rows
+from trainer.teacher import Teacher
 from trainer.tracking import Tracker
 
 
@@ -112,6 +113,7 @@ class Trainer:
         run_dir: Path,
         tracker: Tracker,
         stop: StopRequest | None = None,
+        teacher: Teacher | None = None,
     ):
         rows, cfg, filled = with_negatives(rows, cfg)
         if filled:
@@ -119,6 +121,7 @@ class Trainer:
         self.rows, self.cfg, self.accelerator, self.run_dir, self.tracker = rows, cfg, accelerator, run_dir, tracker
         self.module = model
         self.loss_fn = loss_fn
+        self.teacher = teacher  # its embeddings of each batch's texts join the loss's target
         self.world = accelerator.num_processes
         self.steps = total_steps(cfg, len(rows), self.world)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -150,10 +153,13 @@ class Trainer:
     def _split(self, docs: torch.Tensor, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         return docs[:b], (docs[b:] if docs.shape[0] > b else None)
 
+    def _teacher(self, queries: list[str], docs: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.teacher.embed(queries, docs, self.accelerator.device) if self.teacher is not None else None
+
     def _plain_batch(self, queries: list[str], docs: list[str], scale: float, sync: bool) -> tuple[torch.Tensor, dict, int]:
         with nullcontext() if sync else self.accelerator.no_sync(self.model):
             q, d, tokens = self._embed(queries, docs)  # (b, D), (b * (1 + h), D)
-            loss, per_dim = self.loss_fn(q, *self._split(d, len(queries)))
+            loss, per_dim = self.loss_fn(q, *self._split(d, len(queries)), self._teacher(queries, docs))
             self.accelerator.backward(loss * scale)
         return loss.detach(), per_dim, tokens
 
@@ -173,7 +179,7 @@ class Trainer:
         q = torch.cat(embs[:nq]).requires_grad_()  # (b, D), a leaf: its .grad is the cache
         d = torch.cat(embs[nq:]).requires_grad_()  # (b * (1 + h), D), in `order`
         inverse = torch.argsort(torch.tensor(order, device=d.device))
-        loss, per_dim = self.loss_fn(q, *self._split(d[inverse], len(queries)))
+        loss, per_dim = self.loss_fn(q, *self._split(d[inverse], len(queries)), self._teacher(queries, docs))
         loss.backward()
         grads = list(q.grad.split(c)) + list(d.grad.split(c))
         for i, (chunk, state, grad) in enumerate(zip(chunks, states, grads)):

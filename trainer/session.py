@@ -34,6 +34,7 @@ from trainer.models.merge import MergeConfig
 from trainer.preemption import Preempted, StopRequest
 from trainer.rows import Rows, take
 from trainer.run_folder import run_folder
+from trainer.teacher import Teacher
 from trainer.timing import Phases
 
 
@@ -114,10 +115,13 @@ class Session:
             for name, metrics in self.before_q.items():
                 run.log_eval(self.tracker, metrics, 0, f"before/{name}")
 
-    def fit(self, model: SentenceTransformer, rows: Rows, loss_fn: MatryoshkaInfoNCE) -> int | None:
-        """Train (from the checkpoint to resume, if any); the steps done, or None when stopped on request after a checkpoint."""
+    def fit(self, model: SentenceTransformer, rows: Rows, loss_fn: MatryoshkaInfoNCE, teacher: Teacher | None = None) -> int | None:
+        """Train (from the checkpoint to resume, if any); the steps done, or None when stopped on request after a checkpoint.
+
+        ``teacher``: its embeddings of the rows' texts become part of the loss's target (``loss.teacher``).
+        """
         with self.phase("training"):
-            trainer = Trainer(model, rows, loss_fn, self.cfg.train, self.acc, self.run_dir, self.tracker, self.stop)
+            trainer = Trainer(model, rows, loss_fn, self.cfg.train, self.acc, self.run_dir, self.tracker, self.stop, teacher)
             try:
                 self.step = trainer.fit(self.resume_from)
                 return self.step

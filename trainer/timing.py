@@ -13,6 +13,7 @@ The recipes' phases, in order (a phase a run does not have is left out):
     data        reading or mining, split, hard negatives
     base_eval   the base model on the held-out split and eval.questions (or its scores from the cache)
     prepare     the method's steps before training: PCA rotation, adapters
+    teacher     loss.teacher's embeddings of every training text (or them from the cache)
     training    the loop (a head's training rows encoded included)
     merge       the method's steps after training: WiSE-FT interpolation, PCA refit
     final_eval  the tuned model on what the base model was scored on

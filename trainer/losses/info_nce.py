@@ -17,8 +17,16 @@ def info_nce(
     candidates: torch.Tensor,
     labels: torch.Tensor,
     temperature: float,
+    teacher_scores: torch.Tensor | None = None,
+    teacher_weight: float = 0.0,
+    teacher_temperature: float = 0.05,
 ) -> torch.Tensor:
     """Cross-entropy of each query against all candidates, its positive being ``labels[i]``.
+
+    With ``teacher_scores``, the target is no longer the positive alone: a share ``teacher_weight``
+    of it is the teacher's softmax over the same candidates (score distillation, as in
+    Hofstätter et al. 2021 and RocketQAv2), so the student also learns *how much* each negative
+    resembles the query, as a stronger model sees it.
 
     Args:
         queries: (b, D) float, L2-normalised.
@@ -26,6 +34,9 @@ def info_nce(
             hard negatives. Every candidate that is not a query's positive is its negative.
         labels: (b,) long, index of each query's positive in ``candidates``.
         temperature: softmax temperature; 0.05 equals sentence-transformers' default scale of 20.
+        teacher_scores: (b, C) float or None, the teacher's cosines of the same pairs.
+        teacher_weight: share of the target taken from the teacher, in [0, 1].
+        teacher_temperature: the teacher's softmax temperature.
 
     Returns:
         Scalar mean loss over the b queries.
@@ -34,5 +45,9 @@ def info_nce(
         >>> q = F.normalize(torch.randn(4, 8), dim=-1)
         >>> loss = info_nce(q, q, torch.arange(4), temperature=0.05)
     """
-    scores = queries @ candidates.T  # (b, C) cosines
-    return F.cross_entropy(scores / temperature, labels)
+    logits = (queries @ candidates.T) / temperature  # (b, C) cosines, scaled
+    loss = F.cross_entropy(logits, labels)
+    if teacher_scores is None or teacher_weight == 0:
+        return loss
+    soft = F.softmax(teacher_scores.float() / teacher_temperature, dim=-1)  # (b, C), rows sum to 1
+    return (1 - teacher_weight) * loss + teacher_weight * F.cross_entropy(logits, soft)

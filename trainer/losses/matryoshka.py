@@ -23,6 +23,12 @@ class LossConfig:
     matryoshka_weights: list[float] | None = None  # one per dim; None: all 1
     gather_across_devices: bool = True  # every process's documents are negatives for every query
     symmetric: bool = False  # also score each document against every query (document -> query InfoNCE)
+    # Score distillation: a model name as model.name takes it (mpnet-base, a folder, a hub name)
+    # whose softmax over each batch's candidates becomes teacher_weight of the target
+    # (trainer.teacher; its embeddings of every training text are computed once and cached)
+    teacher: str | None = None
+    teacher_weight: float = 0.5
+    teacher_temperature: float = 0.05
 
 
 @dataclass
@@ -41,10 +47,15 @@ class MatryoshkaInfoNCE:
         symmetric: add the document -> query direction (each positive against every query of
             the global batch) and average the two, as CLIP does. It asks the document side to
             tell queries apart too, which keeps the embedding space from collapsing around code.
+        teacher_weight, teacher_temperature: with a teacher's embeddings passed to the call, the
+            share of each softmax's target that is the teacher's softmax over the same
+            candidates, at every dim (see :func:`info_nce`).
 
     Inputs:
         queries: (b, D) this process's queries. positives: (b, D) their documents.
         negatives: (b * h, D) or None, ``h`` hard negatives per query, grouped by query.
+        teacher: None, or the teacher's L2-normalised embeddings of the same texts: queries (b, T)
+            and documents (b * (1 + h), T), positives first. No gradient flows into them.
 
     Example:
         >>> loss_fn = MatryoshkaInfoNCE(dims=[32, 16], temperature=0.05)
@@ -57,11 +68,15 @@ class MatryoshkaInfoNCE:
     temperature: float = 0.05
     gather: bool = True
     symmetric: bool = False
+    teacher_weight: float = 0.0
+    teacher_temperature: float = 0.05
 
     @classmethod
     def from_config(cls, cfg: LossConfig, dims: list[int]) -> MatryoshkaInfoNCE:
         """The loss a recipe's ``loss`` section describes, over ``dims`` (checked against the model)."""
-        return cls(dims, cfg.matryoshka_weights, cfg.temperature, cfg.gather_across_devices, cfg.symmetric)
+        weight = cfg.teacher_weight if cfg.teacher else 0.0
+        return cls(dims, cfg.matryoshka_weights, cfg.temperature, cfg.gather_across_devices, cfg.symmetric,
+                   weight, cfg.teacher_temperature)
 
     def __post_init__(self) -> None:
         if self.weights is not None and len(self.weights) != len(self.dims):
@@ -70,36 +85,59 @@ class MatryoshkaInfoNCE:
             )
         if not self.temperature > 0:
             raise CodetuneError(f"loss.temperature: {self.temperature} must be above 0")
+        if not 0 <= self.teacher_weight <= 1:
+            raise CodetuneError(f"loss.teacher_weight: {self.teacher_weight} must be in [0, 1]")
+        if not self.teacher_temperature > 0:
+            raise CodetuneError(f"loss.teacher_temperature: {self.teacher_temperature} must be above 0")
 
     def __call__(
-        self, queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None = None
+        self,
+        queries: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Returns the weighted total (scalar) and the unweighted loss at each dim (detached)."""
         queries, positives = queries.float(), positives.float()
         b = queries.shape[0]
-        candidates = positives if negatives is None else torch.cat([positives, negatives.float()])
-        all_queries = queries
-        offset = 0
-        if self.gather:
-            # Gather positives and negatives separately so every rank's candidate order is
-            # [all positives, all negatives]: the layout one process with the whole batch sees.
-            pos = gather_with_grad(positives)  # (b * world, D)
-            neg = gather_with_grad(negatives.float()) if negatives is not None else None
-            candidates = pos if neg is None else torch.cat([pos, neg])
-            all_queries = gather_with_grad(queries) if self.symmetric else queries  # (b * world, D)
-            offset = rank() * b
+        negatives = negatives.float() if negatives is not None else None
+        queries, candidates, all_queries = self._pool(queries, positives, negatives)
+        offset = rank() * b if self.gather else 0
         labels = torch.arange(offset, offset + b, device=queries.device)  # (b,)
+        t_forward = t_back = None
+        if teacher is not None and self.teacher_weight > 0:
+            tq, td = (t.float() for t in teacher)
+            tb = td[:b]  # the teacher's positives
+            tq, t_candidates, t_all_queries = self._pool(tq, tb, td[b:] if td.shape[0] > b else None)
+            t_forward = tq @ t_candidates.T  # (b, C): the same candidates, as the teacher scores them
+            t_back = tb @ t_all_queries.T if self.symmetric else None  # (b, b * world)
+        soft = {"teacher_weight": self.teacher_weight, "teacher_temperature": self.teacher_temperature}
         weights = self.weights or [1.0] * len(self.dims)
         total = queries.new_zeros(())
         per_dim = {}
         for dim, weight in zip(self.dims, weights):
             q = F.normalize(queries[:, :dim], dim=-1)  # (b, dim)
             c = F.normalize(candidates[:, :dim], dim=-1)  # (C, dim)
-            loss = info_nce(q, c, labels, self.temperature)
+            loss = info_nce(q, c, labels, self.temperature, t_forward, **soft)
             if self.symmetric:
                 p = F.normalize(positives[:, :dim], dim=-1)  # (b, dim): this process's positives
-                back = info_nce(p, F.normalize(all_queries[:, :dim], dim=-1), labels, self.temperature)
+                back = info_nce(p, F.normalize(all_queries[:, :dim], dim=-1), labels, self.temperature, t_back, **soft)
                 loss = 0.5 * (loss + back)
             per_dim[dim] = loss.detach()
             total = total + weight * loss
         return total, per_dim
+
+    def _pool(
+        self, queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This process's queries, every candidate (C, D) and the queries the documents are scored against."""
+        if not self.gather:
+            candidates = positives if negatives is None else torch.cat([positives, negatives])
+            return queries, candidates, queries
+        # Gather positives and negatives separately so every rank's candidate order is
+        # [all positives, all negatives]: the layout one process with the whole batch sees.
+        pos = gather_with_grad(positives)  # (b * world, D)
+        neg = gather_with_grad(negatives) if negatives is not None else None
+        candidates = pos if neg is None else torch.cat([pos, neg])
+        all_queries = gather_with_grad(queries) if self.symmetric else queries  # (b * world, D)
+        return queries, candidates, all_queries
