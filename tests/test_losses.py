@@ -106,26 +106,30 @@ def test_weights_and_temperature_are_checked_naming_the_key():
         MatryoshkaInfoNCE(dims=[8], temperature=0.0)
 
 
-def test_a_teachers_softmax_becomes_its_share_of_the_target():
+def test_a_teachers_softmax_becomes_its_share_of_the_target_where_it_ranks_the_positive_first():
     g = torch.Generator().manual_seed(0)
     q, c = (F.normalize(torch.randn(4, 8, generator=g), dim=-1) for _ in range(2))
     teacher = torch.randn(4, 4, generator=g).clamp(-1, 1)  # the teacher's cosines of the same pairs
+    teacher[:3] += 2 * torch.eye(4)[:3]  # right on the first three queries...
+    teacher[3, 0] = 3.0  # ...and wrong on the last
     t, tt, w = 0.1, 0.05, 0.3
     log_p = F.log_softmax(q @ c.T / t, dim=-1)
     p_teacher = F.softmax(teacher / tt, dim=-1)
-    hard = -log_p.diagonal().mean()
-    soft = -(p_teacher * log_p).sum(-1).mean()
+    hard = -log_p.diagonal()  # (4,)
+    soft = -(p_teacher * log_p).sum(-1)
+    expected = torch.cat([(1 - w) * hard[:3] + w * soft[:3], hard[3:]]).mean()
     ours = info_nce(q, c, torch.arange(4), t, teacher, teacher_weight=w, teacher_temperature=tt)
-    assert ours.item() == pytest.approx(((1 - w) * hard + w * soft).item(), rel=1e-6)
-    assert info_nce(q, c, torch.arange(4), t, teacher, teacher_weight=0.0).item() == pytest.approx(hard.item(), rel=1e-6)
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert info_nce(q, c, torch.arange(4), t, teacher, teacher_weight=0.0).item() == pytest.approx(hard.mean().item(), rel=1e-6)
 
 
 def test_a_student_that_scores_as_its_teacher_gets_no_gradient_from_it():
     """At weight 1 the target is the teacher's softmax alone: the student already matching it is a minimum."""
     g = torch.Generator().manual_seed(1)
-    q = F.normalize(torch.randn(5, 8, generator=g), dim=-1).requires_grad_()
     c = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    q = F.normalize(c + 0.3 * torch.randn(5, 8, generator=g), dim=-1).requires_grad_()  # each nearest its own
     teacher = (q @ c.T).detach() * 0.5  # the same softmax at half the temperature
+    assert (teacher.argmax(-1) == torch.arange(5)).all()
     info_nce(q, c, torch.arange(5), 0.1, teacher, teacher_weight=1.0, teacher_temperature=0.05).backward()
     assert q.grad.abs().max().item() < 1e-6
     q.grad = None
@@ -136,8 +140,8 @@ def test_a_student_that_scores_as_its_teacher_gets_no_gradient_from_it():
 def test_matryoshka_scores_every_dim_against_the_teachers_full_embedding():
     g = torch.Generator().manual_seed(2)
     q, p, n = (torch.randn(3, 8, generator=g) for _ in range(3))
-    tq, td = torch.randn(3, 16, generator=g), torch.randn(6, 16, generator=g)  # another width: the teacher's own
-    tq, td = F.normalize(tq, dim=-1), F.normalize(td, dim=-1)
+    tq = F.normalize(torch.randn(3, 16, generator=g), dim=-1)  # another width: the teacher's own
+    td = F.normalize(torch.cat([tq + 0.5 * torch.randn(3, 16, generator=g), torch.randn(3, 16, generator=g)]), dim=-1)
     loss_fn = MatryoshkaInfoNCE(dims=[8, 4], temperature=0.1, gather=False, symmetric=True, teacher_weight=0.4)
     ours, _ = loss_fn(q, p, n, (tq, td))
     expected = 0.0
