@@ -121,6 +121,8 @@ def test_a_teachers_softmax_becomes_its_share_of_the_target_where_it_ranks_the_p
     ours = info_nce(q, c, torch.arange(4), t, teacher, teacher_weight=w, teacher_temperature=tt)
     assert ours.item() == pytest.approx(expected.item(), rel=1e-6)
     assert info_nce(q, c, torch.arange(4), t, teacher, teacher_weight=0.0).item() == pytest.approx(hard.mean().item(), rel=1e-6)
+    every = info_nce(q, c, torch.arange(4), t, teacher, w, tt, teacher_only_right=False)  # the wrong query too
+    assert every.item() == pytest.approx(((1 - w) * hard + w * soft).mean().item(), rel=1e-6)
 
 
 def test_a_student_that_scores_as_its_teacher_gets_no_gradient_from_it():

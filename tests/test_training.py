@@ -49,12 +49,17 @@ def assert_same_weights(a, b, atol=1e-5):
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize("negatives,symmetric,teacher", [(0, False, False), (1, False, False), (1, True, False), (1, True, True)])
-def test_two_processes_equal_one_with_double_batch(tiny_bert, tiny_roberta, tmp_path, negatives, symmetric, teacher):
+def test_two_processes_equal_one_with_double_batch(tiny_bert, tiny_roberta, tmp_path, monkeypatch, negatives, symmetric, teacher):
     steps = ["train.max_steps=2", f"train.hard_negatives={negatives}", "train.checkpoint_every=0", f"symmetric={symmetric}"]
     if teacher:  # a teacher's scores in the target: its embeddings are gathered like the student's
         steps.append(f"teacher={tiny_roberta}")
+    monkeypatch.setenv("CODETUNE_CACHE", str(tmp_path / "cache-one"))
     launch(tiny_bert, tmp_path / "one", "train.batch_size=8", *steps, processes=1)
+    # Its own cache: the two processes encode the teacher's texts in shares and gather them.
+    monkeypatch.setenv("CODETUNE_CACHE", str(tmp_path / "cache-two"))
     launch(tiny_bert, tmp_path / "two", "train.batch_size=4", *steps, processes=2)
+    if teacher:
+        assert len(list((tmp_path / "cache-two" / "embeddings").glob("*.pt"))) == 2  # written once, by rank 0
     assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-5)
     assert_same_weights(weights(tmp_path / "one"), weights(tmp_path / "two"))
     # ...and the steps did move the weights, far beyond the tolerance above.
@@ -78,10 +83,12 @@ def test_without_gather_two_processes_differ(tiny_bert, tmp_path):
 @pytest.mark.distributed
 @pytest.mark.slow
 @pytest.mark.parametrize("teacher", [False, True])
-def test_grad_cache_equals_full_batch_across_processes(tiny_bert, tiny_roberta, tmp_path, teacher):
+def test_grad_cache_equals_full_batch_across_processes(tiny_bert, tiny_roberta, tmp_path, monkeypatch, teacher):
     """GradCache in chunks of 3 == the plain full batch, on one process and across two (with a teacher too)."""
     steps = ["train.max_steps=2", "train.checkpoint_every=0", "train.hard_negatives=1"]
-    steps += [f"teacher={tiny_roberta}"] if teacher else []
+    if teacher:
+        steps.append(f"teacher={tiny_roberta}")
+        monkeypatch.setenv("CODETUNE_CACHE", str(tmp_path / "cache"))
     launch(tiny_bert, tmp_path / "full", *steps, "train.batch_size=8", processes=1)
     launch(tiny_bert, tmp_path / "cached1", *steps, "train.batch_size=8", "train.grad_cache_chunk=3", processes=1)
     launch(tiny_bert, tmp_path / "cached2", *steps, "train.batch_size=4", "train.grad_cache_chunk=3", processes=2)

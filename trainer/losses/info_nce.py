@@ -20,14 +20,15 @@ def info_nce(
     teacher_scores: torch.Tensor | None = None,
     teacher_weight: float = 0.0,
     teacher_temperature: float = 0.05,
+    teacher_only_right: bool = True,
 ) -> torch.Tensor:
     """Cross-entropy of each query against all candidates, its positive being ``labels[i]``.
 
     With ``teacher_scores``, the target is no longer the positive alone: a share ``teacher_weight``
     of it is the teacher's softmax over the same candidates (score distillation, as in
     Hofstätter et al. 2021 and RocketQAv2), so the student also learns *how much* each negative
-    resembles the query, as a stronger model sees it. Only where the teacher ranks the positive
-    first: a query it gets wrong keeps the one-hot target. Among a function's neighbours in its
+    resembles the query, as a stronger model sees it. With ``teacher_only_right``, only where the
+    teacher ranks the positive first: a query it gets wrong keeps the one-hot target. Among a function's neighbours in its
     own file, all-mpnet-base-v2 ranks the positive first for half of the standard library's
     queries; distilled there too, the student learned to tell neighbours apart less well (out of
     domain -2.2 NDCG@10, docs/quality.md).
@@ -41,6 +42,7 @@ def info_nce(
         teacher_scores: (b, C) float or None, the teacher's cosines of the same pairs.
         teacher_weight: share of the target taken from the teacher, in [0, 1].
         teacher_temperature: the teacher's softmax temperature.
+        teacher_only_right: distil only the queries whose positive the teacher ranks first.
 
     Returns:
         Scalar mean loss over the b queries.
@@ -54,8 +56,9 @@ def info_nce(
     if teacher_scores is None or teacher_weight == 0:
         return loss
     teacher_scores = teacher_scores.float()
-    right = teacher_scores.argmax(-1) == labels  # (b,) where the teacher ranks the positive first
-    share = teacher_weight * right.float().unsqueeze(-1)  # (b, 1)
+    share = torch.full_like(teacher_scores[:, :1], teacher_weight)  # (b, 1)
+    if teacher_only_right:
+        share = share * (teacher_scores.argmax(-1) == labels).float().unsqueeze(-1)
     hard = F.one_hot(labels, logits.shape[-1]).float()  # (b, C)
     target = (1 - share) * hard + share * F.softmax(teacher_scores / teacher_temperature, dim=-1)
     return F.cross_entropy(logits, target)

@@ -29,6 +29,7 @@ class LossConfig:
     teacher: str | None = None
     teacher_weight: float = 0.5
     teacher_temperature: float = 0.05
+    teacher_only_right: bool = True  # false: distil every query, also those whose positive the teacher ranks below another
 
 
 @dataclass
@@ -47,9 +48,10 @@ class MatryoshkaInfoNCE:
         symmetric: add the document -> query direction (each positive against every query of
             the global batch) and average the two, as CLIP does. It asks the document side to
             tell queries apart too, which keeps the embedding space from collapsing around code.
-        teacher_weight, teacher_temperature: with a teacher's embeddings passed to the call, the
-            share of each softmax's target that is the teacher's softmax over the same
-            candidates, at every dim (see :func:`info_nce`).
+        teacher_weight, teacher_temperature, teacher_only_right: with a teacher's embeddings
+            passed to the call, the share of each softmax's target that is the teacher's softmax
+            over the same candidates, at every dim, and whether only where it ranks the positive
+            first (see :func:`info_nce`).
 
     Inputs:
         queries: (b, D) this process's queries. positives: (b, D) their documents.
@@ -70,13 +72,14 @@ class MatryoshkaInfoNCE:
     symmetric: bool = False
     teacher_weight: float = 0.0
     teacher_temperature: float = 0.05
+    teacher_only_right: bool = True
 
     @classmethod
     def from_config(cls, cfg: LossConfig, dims: list[int]) -> MatryoshkaInfoNCE:
         """The loss a recipe's ``loss`` section describes, over ``dims`` (checked against the model)."""
         weight = cfg.teacher_weight if cfg.teacher else 0.0
         return cls(dims, cfg.matryoshka_weights, cfg.temperature, cfg.gather_across_devices, cfg.symmetric,
-                   weight, cfg.teacher_temperature)
+                   weight, cfg.teacher_temperature, cfg.teacher_only_right)
 
     def __post_init__(self) -> None:
         if self.weights is not None and len(self.weights) != len(self.dims):
@@ -111,7 +114,8 @@ class MatryoshkaInfoNCE:
             tq, t_candidates, t_all_queries = self._pool(tq, tb, td[b:] if td.shape[0] > b else None)
             t_forward = tq @ t_candidates.T  # (b, C): the same candidates, as the teacher scores them
             t_back = tb @ t_all_queries.T if self.symmetric else None  # (b, b * world)
-        soft = {"teacher_weight": self.teacher_weight, "teacher_temperature": self.teacher_temperature}
+        soft = {"teacher_weight": self.teacher_weight, "teacher_temperature": self.teacher_temperature,
+                "teacher_only_right": self.teacher_only_right}
         weights = self.weights or [1.0] * len(self.dims)
         total = queries.new_zeros(())
         per_dim = {}
