@@ -81,9 +81,10 @@ def test_matryoshka_recipe_bert_cls_two_processes(tiny_bert, pairs, tmp_path):
 
 
 @pytest.mark.slow
-def test_matryoshka_recipe_roberta_mean(tiny_roberta, pairs, tmp_path):
+def test_matryoshka_recipe_roberta_mean(tiny_roberta, tiny_bert, pairs, tmp_path):
     out = tmp_path / "run"
-    run_recipe("matryoshka.py", tiny_roberta, "codebert", out, pairs, "tracking.wandb=disabled")
+    run_recipe("matryoshka.py", tiny_roberta, "codebert", out, pairs, "tracking.wandb=disabled", f"loss.teacher={tiny_bert}")
+    assert "teacher" in json.loads((out / "timing.json").read_text())["seconds"]
     result = check_run_folder(out)
     assert result["after"]["metrics"]["32"]["ndcg@10"] > result["before"]["metrics"]["32"]["ndcg@10"]
 
@@ -110,10 +111,15 @@ def test_lora_adapts_every_linear_layer_of_an_mpnet_encoder(tiny_bert, tmp_path)
 
 
 @pytest.mark.slow
-def test_lora_recipe_trains_few_parameters_and_merges(tiny_bert, pairs, tmp_path):
+def test_lora_recipe_trains_few_parameters_and_merges(tiny_bert, tiny_roberta, pairs, tmp_path):
     out = tmp_path / "run"
-    proc = run_recipe("lora.py", tiny_bert, "bge", out, pairs, "tracking.wandb=disabled", "lora.rank=2")
+    # with a teacher too: its embeddings are a phase of their own, before training
+    proc = run_recipe("lora.py", tiny_bert, "bge", out, pairs, "tracking.wandb=disabled", "lora.rank=2",
+                      f"loss.teacher={tiny_roberta}")
     check_run_folder(out)
+    phases = json.loads((out / "timing.json").read_text())["seconds"]
+    assert list(phases).index("teacher") == list(phases).index("training") - 1
+    assert len(list((tmp_path / "codetune-cache" / "embeddings").glob("*.pt"))) == 2  # queries, documents
     share = float(proc.stdout.split("parameters (")[1].split("%")[0])
     assert 0 < share < 10  # a 32-wide toy model; the real share is in docs/models.md
     assert (out / "adapter" / "adapter_config.json").is_file()

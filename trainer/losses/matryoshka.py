@@ -104,14 +104,14 @@ class MatryoshkaInfoNCE:
         queries, positives = queries.float(), positives.float()
         b = queries.shape[0]
         negatives = negatives.float() if negatives is not None else None
-        queries, candidates, all_queries = self._pool(queries, positives, negatives)
+        candidates, all_queries = self._pool(queries, positives, negatives)
         offset = rank() * b if self.gather else 0
         labels = torch.arange(offset, offset + b, device=queries.device)  # (b,)
         t_forward = t_back = None
         if teacher is not None and self.teacher_weight > 0:
             tq, td = (t.float() for t in teacher)
             tb = td[:b]  # the teacher's positives
-            tq, t_candidates, t_all_queries = self._pool(tq, tb, td[b:] if td.shape[0] > b else None)
+            t_candidates, t_all_queries = self._pool(tq, tb, td[b:] if td.shape[0] > b else None)
             t_forward = tq @ t_candidates.T  # (b, C): the same candidates, as the teacher scores them
             t_back = tb @ t_all_queries.T if self.symmetric else None  # (b, b * world)
         soft = {"teacher_weight": self.teacher_weight, "teacher_temperature": self.teacher_temperature,
@@ -133,15 +133,15 @@ class MatryoshkaInfoNCE:
 
     def _pool(
         self, queries: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This process's queries, every candidate (C, D) and the queries the documents are scored against."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every candidate (C, D) and the queries the documents are scored against ((b * world, D) when gathered)."""
         if not self.gather:
             candidates = positives if negatives is None else torch.cat([positives, negatives])
-            return queries, candidates, queries
+            return candidates, queries
         # Gather positives and negatives separately so every rank's candidate order is
         # [all positives, all negatives]: the layout one process with the whole batch sees.
         pos = gather_with_grad(positives)  # (b * world, D)
         neg = gather_with_grad(negatives) if negatives is not None else None
         candidates = pos if neg is None else torch.cat([pos, neg])
         all_queries = gather_with_grad(queries) if self.symmetric else queries  # (b * world, D)
-        return queries, candidates, all_queries
+        return candidates, all_queries
