@@ -35,7 +35,6 @@ from trainer.models.rotation import refit, rotate  # noqa: E402
 from trainer.preemption import EXIT_PREEMPTED  # noqa: E402
 from trainer.run import matryoshka_dims  # noqa: E402
 from trainer.session import FineTuneConfig, Session  # noqa: E402
-from trainer.teacher import load_teacher  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "lora.yaml"
 
@@ -72,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             trainable, total = apply_lora(model, cfg.lora)  # adapt: low-rank adapters; the encoder is frozen
             print(f"LoRA: {trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)")
             prepare_for_training(model, cfg.model)
-        teacher = None
-        if cfg.loss.teacher:  # distil: a stronger model's embeddings of every training text, once
-            with session.phase("teacher"):
-                teacher = load_teacher(cfg.loss.teacher, rows, session.acc, cfg.model.max_seq_length)
+        teacher = session.teacher(rows)  # distil: a stronger model's embeddings of every training text, once (or None)
         steps = session.fit(model, rows, loss_fn, teacher)  # fit: the adapters alone
         if steps is None:
             return EXIT_PREEMPTED  # stopped on request after a checkpoint: requeue the same command

@@ -37,7 +37,6 @@ from trainer.models.rotation import refit, rotate  # noqa: E402
 from trainer.preemption import EXIT_PREEMPTED  # noqa: E402
 from trainer.run import matryoshka_dims  # noqa: E402
 from trainer.session import FineTuneConfig, Session  # noqa: E402
-from trainer.teacher import load_teacher  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "matryoshka.yaml"
 
@@ -60,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 rotate(model, rows, session.acc, fit=session.resume_from is None, seed=cfg.train.seed)
             base = snapshot(model) if cfg.merge.alpha != 1.0 else None
             prepare_for_training(model, cfg.model)
-        teacher = None
-        if cfg.loss.teacher:  # distil: a stronger model's embeddings of every training text, once
-            with session.phase("teacher"):
-                teacher = load_teacher(cfg.loss.teacher, rows, session.acc, cfg.model.max_seq_length)
+        teacher = session.teacher(rows)  # distil: a stronger model's embeddings of every training text, once (or None)
         steps = session.fit(model, rows, loss_fn, teacher)  # fit: every weight, InfoNCE on each truncated prefix
         if steps is None:
             return EXIT_PREEMPTED  # stopped on request after a checkpoint: requeue the same command

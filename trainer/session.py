@@ -4,13 +4,14 @@
     model = load_model(cfg.model, device=session.device)
     with session.run(model, dims) as rows:         # run folder, config, tracker; data once (memory-mapped); base evaluation
         ...                                        # the recipe's method: rotate, adapt, fit, merge, ...
-        steps = session.fit(model, rows, loss_fn)  # the training loop; None when stopped on request
+        teacher = session.teacher(rows)            # loss.teacher's embeddings of the rows, or None
+        steps = session.fit(model, rows, loss_fn, teacher)  # the training loop; None when stopped on request
         session.evaluate(model, steps)             # the held-out split and eval.questions, after
         session.finish(model)                      # eval.json, tables, final/, model cards, hub
                                                    # (leaving run(): the phase table, timing.json)
 
 What happens once (the data, the base evaluation, the export) happens inside, at these few points.
-Each of them is a timed phase (setup, data, base_eval, training, final_eval, export); a recipe
+Each of them is a timed phase (setup, data, base_eval, teacher, training, final_eval, export); a recipe
 times the steps of its own method with ``session.phase(name)``.
 """
 
@@ -34,7 +35,7 @@ from trainer.models.merge import MergeConfig
 from trainer.preemption import Preempted, StopRequest
 from trainer.rows import Rows, take
 from trainer.run_folder import run_folder
-from trainer.teacher import Teacher
+from trainer.teacher import Teacher, load_teacher
 from trainer.timing import Phases
 
 
@@ -114,6 +115,14 @@ class Session:
         if self.before_q and fresh:
             for name, metrics in self.before_q.items():
                 run.log_eval(self.tracker, metrics, 0, f"before/{name}")
+
+    def teacher(self, rows: Rows) -> Teacher | None:
+        """``loss.teacher``'s embeddings of every text of ``rows`` (a timed phase), or None without a teacher."""
+        cfg = self.cfg
+        if not cfg.loss.teacher:
+            return None
+        with self.phase("teacher"):
+            return load_teacher(cfg.loss.teacher, rows, self.acc, cfg.model.max_seq_length)
 
     def fit(self, model: SentenceTransformer, rows: Rows, loss_fn: MatryoshkaInfoNCE, teacher: Teacher | None = None) -> int | None:
         """Train (from the checkpoint to resume, if any); the steps done, or None when stopped on request after a checkpoint.
