@@ -50,7 +50,9 @@ DEFAULT_CONFIG = Path(__file__).parent / "configs" / "projection_head.yaml"
 UNUSED = {
     "model.gradient_checkpointing": "the encoder is frozen: it encodes once and never trains",
     "model.freeze_embeddings": "the encoder is frozen whole",
+    "model.freeze_layers": "the encoder is frozen whole",
     "model.attention_dropout": "the encoder is frozen: it encodes once and never trains",
+    "model.hidden_dropout": "the encoder is frozen: it encodes once and never trains",
     "model.pca_rotation": "the head trains on the base model's embeddings as they are",
     "model.pca_refit": "the head trains on the base model's embeddings as they are",
     "data.hard_negatives": "the head trains on in-batch negatives alone",

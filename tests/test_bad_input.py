@@ -122,6 +122,8 @@ def test_plain_accelerate_launch_quiet_shows_the_recipe_line_alone(tmp_path):
     "recipe, knobs, needle",
     [
         ("matryoshka", ["model.attention_dropout=0"], "model.attention_dropout"),
+        ("matryoshka", ["model.attention_dropout=null", "model.hidden_dropout=0"], "model.hidden_dropout"),
+        ("matryoshka", ["model.attention_dropout=null", "model.freeze_layers=1"], "model.freeze_layers"),
         ("matryoshka", ["model.attention_dropout=null", "model.freeze_embeddings=true"], "model.freeze_embeddings"),
         ("matryoshka", ["model.attention_dropout=null", "model.gradient_checkpointing=true"], "model.gradient_checkpointing"),
         ("lora", ["lora.target_modules=[query,vlaue]"], "lora.target_modules: vlaue match no module"),
@@ -154,6 +156,7 @@ def test_a_knob_the_model_cannot_take_fails_before_data_or_base_evaluation(recip
 UNUSED = {
     "projection_head": {
         "model.gradient_checkpointing": "true", "model.freeze_embeddings": "true", "model.attention_dropout": "0.1",
+        "model.hidden_dropout": "0.1", "model.freeze_layers": "1",
         "model.pca_rotation": "true", "model.pca_refit": "true", "data.hard_negatives": "2",
         "data.hard_negatives_window": "[5,20]", "loss.gather_across_devices": "false", "loss.symmetric": "true",
         "loss.teacher": "mpnet-base",

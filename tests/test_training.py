@@ -344,6 +344,42 @@ def test_frozen_embeddings_keep_the_base_values_while_the_layers_train(tiny_bert
     assert any("encoder.layer" in k for k in moved), moved
 
 
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_frozen_lower_layers_get_no_gradient_and_keep_the_base_values(family, tmp_path):
+    from tests.conftest import make_tiny_bert, make_tiny_roberta
+    from trainer.losses import MatryoshkaInfoNCE
+    from trainer.models import ModelConfig, load_model
+    from trainer.models.memory import prepare_for_training
+
+    folder = {"bert": make_tiny_bert, "roberta": make_tiny_roberta}[family](tmp_path / family)
+    model = load_model(str(folder), preset={"bert": "bge", "roberta": "codebert"}[family])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prepare_for_training(model, ModelConfig(freeze_layers=1))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    embed = lambda t: model(model.tokenize(t))["sentence_embedding"]  # noqa: E731
+    total, _ = MatryoshkaInfoNCE([32, 16], gather=False)(
+        embed([f"multiply by {i}" for i in range(8)]), embed([f"def f{i}(x):\n    return x * {i}" for i in range(8)]))
+    total.backward()
+    optimizer.step()
+    after = model.state_dict()
+    frozen = [k for k in after if ".embeddings." in k or ".encoder.layer.0." in k]
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
+    assert all(p.grad is None for n, p in model.named_parameters() if ".encoder.layer.0." in n)
+    moved = [k for k in after if ".encoder.layer.1." in k and not torch.equal(after[k], before[k])]
+    assert moved
+
+
+def test_freezing_every_layer_names_the_key(tiny_bert):
+    from trainer.errors import CodetuneError
+    from trainer.models import ModelConfig, load_model
+    from trainer.models.memory import check_training_settings
+
+    model = load_model(str(tiny_bert), preset="bge")
+    layers = model[0].auto_model.config.num_hidden_layers
+    with pytest.raises(CodetuneError, match=rf"^model\.freeze_layers: {layers} must be below the model's {layers} layers"):
+        check_training_settings(model, ModelConfig(freeze_layers=layers))
+
+
 @pytest.mark.parametrize("family", ["bert", "roberta", "qwen3"])
 def test_attention_dropout_zero_makes_training_forwards_deterministic_and_fused(family, tmp_path):
     from torch.profiler import profile
@@ -375,6 +411,38 @@ def test_attention_dropout_zero_makes_training_forwards_deterministic_and_fused(
     model.save(str(tmp_path / "saved"))
     saved = json.loads((tmp_path / "saved" / "config.json").read_text())
     assert saved.get("attention_probs_dropout_prob", saved.get("attention_dropout")) == 0.5
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_hidden_dropout_zero_makes_training_forwards_deterministic_and_leaves_attention_dropout(family, tmp_path):
+    from tests.conftest import make_tiny_bert, make_tiny_roberta
+    from trainer.models import load_model
+    from trainer.models.memory import set_attention_dropout, set_hidden_dropout
+
+    folder = {"bert": make_tiny_bert, "roberta": make_tiny_roberta}[family](tmp_path / family, dropout=0.5)
+    model = load_model(str(folder), preset={"bert": "bge", "roberta": "codebert"}[family])
+    model.train()
+    features = model.tokenize([f"def f{i}(x):\n    return x * {i} + y" for i in range(4)])
+    embed = lambda: model(dict(features))["sentence_embedding"]  # noqa: E731
+    torch.manual_seed(0)
+    set_attention_dropout(model, 0.0)
+    assert not torch.allclose(embed(), embed())  # the hidden dropouts alone still draw masks
+    layers = model[0].auto_model.config.num_hidden_layers
+    assert set_hidden_dropout(model, 0.0) == 1 + 2 * layers  # embeddings, attention output, feed-forward output
+    assert torch.equal(embed(), embed())
+    set_attention_dropout(model, 0.5)  # the attention dropout is a separate knob
+    assert not torch.allclose(embed(), embed())
+
+
+def test_hidden_dropout_on_a_model_without_it_names_the_key(tmp_path):
+    from tests.conftest import make_tiny_qwen3
+    from trainer.errors import CodetuneError
+    from trainer.models import ModelConfig, load_model
+    from trainer.models.memory import check_training_settings
+
+    model = load_model(str(make_tiny_qwen3(tmp_path / "qwen3")), preset="qwen3-embedding")
+    with pytest.raises(CodetuneError, match=r"^model\.hidden_dropout: no hidden dropout found"):
+        check_training_settings(model, ModelConfig(hidden_dropout=0.0))
 
 
 def test_attention_dropout_on_a_model_without_attention_names_the_key():

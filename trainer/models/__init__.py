@@ -36,9 +36,15 @@ class ModelConfig:
     # Token embeddings keep the base model's values: AdamW keeps no state for the vocabulary
     # matrix (about half of MiniLM's weights); quality measured unchanged (within 0.1).
     freeze_embeddings: bool = False
+    # Also keep the embeddings and the lowest N transformer layers at the base's values: backward
+    # stops at layer N, so a step skips that share of its backward pass.
+    freeze_layers: int = 0
     # Dropout on attention probabilities while training; None keeps the model's own (0.1 for BERT,
     # MPNet). 0 lets CPUs use fused attention: half the activation memory (trainer.models.memory).
     attention_dropout: float | None = None
+    # Dropout on the embeddings' and every layer's outputs while training; None keeps the model's
+    # own (0.1 for BERT, MPNet). Drawing its masks is ~8 % of a CPU step (bench/profile_train.py).
+    hidden_dropout: float | None = None
     # Rotate the embedding space onto its principal axes (fitted on 512 training rows, ~30 s) before
     # training, so truncated prefixes start from the most informative coordinates. Orthogonal:
     # full-dim similarity is unchanged; saved as a frozen Dense module (trainer.models.rotation).
@@ -50,6 +56,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.attention_dropout is not None and not 0 <= self.attention_dropout < 1:
             raise CodetuneError(f"model.attention_dropout: {self.attention_dropout} must be in [0, 1), or null for the model's own")
+        if self.freeze_layers < 0:
+            raise CodetuneError(f"model.freeze_layers: {self.freeze_layers} must be 0 or more")
+        if self.hidden_dropout is not None and not 0 <= self.hidden_dropout < 1:
+            raise CodetuneError(f"model.hidden_dropout: {self.hidden_dropout} must be in [0, 1), or null for the model's own")
 
 
 def embedded_default_path() -> Path:

@@ -30,8 +30,12 @@ def prepare_for_training(model: SentenceTransformer, cfg: ModelConfig) -> None:
     """
     if cfg.freeze_embeddings:
         freeze_token_embeddings(model)
+    if cfg.freeze_layers:
+        freeze_lower_layers(model, cfg.freeze_layers)
     if cfg.attention_dropout is not None:
         set_attention_dropout(model, cfg.attention_dropout)
+    if cfg.hidden_dropout is not None:
+        set_hidden_dropout(model, cfg.hidden_dropout)
     for p in model.parameters():
         if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
             p.data = p.data.float()
@@ -47,8 +51,12 @@ def check_training_settings(model: SentenceTransformer, cfg: ModelConfig) -> Non
     """
     if cfg.freeze_embeddings:
         _embedding_tables(model)
+    if cfg.freeze_layers:
+        _lower_layers(model, cfg.freeze_layers)
     if cfg.attention_dropout is not None:
         _attention_dropouts(model)
+    if cfg.hidden_dropout is not None:
+        _hidden_dropouts(model)
     if cfg.gradient_checkpointing:
         _checkpointable(model)
 
@@ -77,6 +85,35 @@ def _embedding_tables(model: SentenceTransformer) -> list[torch.nn.Module]:
     return tables
 
 
+def freeze_lower_layers(model: SentenceTransformer, n: int) -> None:
+    """Keep every transformer's embeddings and its lowest ``n`` layers at the base model's values.
+
+    Nothing below layer ``n`` needs a gradient, so backward stops there: a step skips about
+    ``n / layers`` of its backward pass, and AdamW keeps no state for those weights.
+
+    Raises:
+        CodetuneError: when a transformer has no layer stack, or ``n`` is not below its depth.
+    """
+    for module in _lower_layers(model, n):
+        module.requires_grad_(False)
+
+
+def _lower_layers(model: SentenceTransformer, n: int) -> list[torch.nn.Module]:
+    found = []
+    for base in hf_models(model):
+        depth = getattr(base.config, "num_hidden_layers", None)
+        stacks = [m for m in base.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == depth]
+        embeddings = getattr(base, "embeddings", None) or getattr(base, "embed_tokens", None)
+        if not stacks or embeddings is None:
+            raise CodetuneError(f"model.freeze_layers: no layer stack found in {type(base).__name__}")
+        if n >= depth:
+            raise CodetuneError(f"model.freeze_layers: {n} must be below the model's {depth} layers")
+        found += [embeddings, *stacks[0][:n]]
+    if not found:
+        raise CodetuneError("model.freeze_layers: this model has no transformer to freeze")
+    return found
+
+
 def set_attention_dropout(model: SentenceTransformer, p: float) -> int:
     """Set the dropout on attention probabilities of every transformer layer to ``p``; returns how
     many attention modules were changed.
@@ -101,7 +138,7 @@ def set_attention_dropout(model: SentenceTransformer, p: float) -> int:
     return len(found)
 
 
-def _attention_dropouts(model: SentenceTransformer) -> list[torch.nn.Module]:
+def _attention_dropouts(model: SentenceTransformer, required: bool = True) -> list[torch.nn.Module]:
     """The attention-probability dropouts: an nn.Dropout (BERT, RoBERTa, XLM-R, MPNet, DistilBERT)
     or a module whose forward reads a float ``attention_dropout`` (Qwen/Llama-style attention)."""
     found = []
@@ -111,9 +148,35 @@ def _attention_dropouts(model: SentenceTransformer) -> list[torch.nn.Module]:
                 found.append(module.dropout)
             elif isinstance(getattr(module, "attention_dropout", None), float):
                 found.append(module)
-    if not found:
+    if not found and required:
         names = ", ".join(type(m).__name__ for m in hf_models(model)) or "no Transformer module"
         raise CodetuneError(f"model.attention_dropout: no attention dropout found in this model ({names})")
+    return found
+
+
+def set_hidden_dropout(model: SentenceTransformer, p: float) -> int:
+    """Set every transformer dropout that is not on attention probabilities (the embeddings'
+    output, each layer's attention output and feed-forward output) to ``p``; returns how many.
+
+    On CPU, drawing these masks (``bernoulli_``) is about 8 % of a default training step, and
+    each mask is kept for backward. The saved config keeps its value: it matters only in training.
+
+    Raises:
+        CodetuneError: when the model has no such dropout (decoders such as Qwen3 train without).
+    """
+    found = _hidden_dropouts(model)
+    for module in found:
+        module.p = p
+    return len(found)
+
+
+def _hidden_dropouts(model: SentenceTransformer) -> list[torch.nn.Dropout]:
+    attention = {id(m) for m in _attention_dropouts(model, required=False)}
+    found = [m for base in hf_models(model) for m in base.modules()
+             if isinstance(m, torch.nn.Dropout) and id(m) not in attention]
+    if not found:
+        names = ", ".join(type(m).__name__ for m in hf_models(model)) or "no Transformer module"
+        raise CodetuneError(f"model.hidden_dropout: no hidden dropout found in this model ({names})")
     return found
 
 
