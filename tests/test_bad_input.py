@@ -125,7 +125,7 @@ def test_plain_accelerate_launch_quiet_shows_the_recipe_line_alone(tmp_path):
         ("matryoshka", ["model.attention_dropout=null", "model.hidden_dropout=0"], "model.hidden_dropout"),
         ("matryoshka", ["model.attention_dropout=null", "model.freeze_layers=1"], "model.freeze_layers"),
         ("matryoshka", ["model.attention_dropout=null", "model.freeze_embeddings=true"], "model.freeze_embeddings"),
-        ("matryoshka", ["model.attention_dropout=null", "model.gradient_checkpointing=true"], "model.gradient_checkpointing"),
+        ("matryoshka", ["model.attention_dropout=null", "model.hidden_dropout=null", "model.gradient_checkpointing=true"], "model.gradient_checkpointing"),
         ("lora", ["lora.target_modules=[query,vlaue]"], "lora.target_modules: vlaue match no module"),
     ],
 )
