@@ -434,6 +434,20 @@ def test_hidden_dropout_zero_makes_training_forwards_deterministic_and_leaves_at
     assert not torch.allclose(embed(), embed())
 
 
+def test_hidden_dropout_leaves_lora_dropout_to_its_own_knob(tiny_bert):
+    from peft import LoraConfig, get_peft_model
+
+    from trainer.models import load_model
+    from trainer.models.memory import set_hidden_dropout
+
+    model = load_model(str(tiny_bert), preset="bge")
+    model[0].auto_model = get_peft_model(model[0].auto_model, LoraConfig(r=2, lora_dropout=0.3, target_modules=["query"]))
+    layers = model[0].auto_model.config.num_hidden_layers
+    assert set_hidden_dropout(model, 0.0) == 1 + 2 * layers
+    adapters = [m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and "lora_dropout" in n]
+    assert adapters == [0.3] * layers
+
+
 def test_hidden_dropout_on_a_model_without_it_names_the_key(tmp_path):
     from tests.conftest import make_tiny_qwen3
     from trainer.errors import CodetuneError

@@ -172,8 +172,9 @@ def set_hidden_dropout(model: SentenceTransformer, p: float) -> int:
 
 def _hidden_dropouts(model: SentenceTransformer) -> list[torch.nn.Dropout]:
     attention = {id(m) for m in _attention_dropouts(model, required=False)}
-    found = [m for base in hf_models(model) for m in base.modules()
-             if isinstance(m, torch.nn.Dropout) and id(m) not in attention]
+    # peft's adapter dropouts sit inside the layers too; they are lora.dropout's, not this knob's.
+    found = [m for base in hf_models(model) for name, m in base.named_modules()
+             if isinstance(m, torch.nn.Dropout) and id(m) not in attention and "lora_dropout" not in name]
     if not found:
         names = ", ".join(type(m).__name__ for m in hf_models(model)) or "no Transformer module"
         raise CodetuneError(f"model.hidden_dropout: no hidden dropout found in this model ({names})")
