@@ -149,8 +149,7 @@ def _attention_dropouts(model: SentenceTransformer, required: bool = True) -> li
             elif isinstance(getattr(module, "attention_dropout", None), float):
                 found.append(module)
     if not found and required:
-        names = ", ".join(type(m).__name__ for m in hf_models(model)) or "no Transformer module"
-        raise CodetuneError(f"model.attention_dropout: no attention dropout found in this model ({names})")
+        raise CodetuneError(f"model.attention_dropout: no attention dropout found in this model ({_names(hf_models(model))})")
     return found
 
 
@@ -176,8 +175,7 @@ def _hidden_dropouts(model: SentenceTransformer) -> list[torch.nn.Dropout]:
     found = [m for base in hf_models(model) for name, m in base.named_modules()
              if isinstance(m, torch.nn.Dropout) and id(m) not in attention and "lora_dropout" not in name]
     if not found:
-        names = ", ".join(type(m).__name__ for m in hf_models(model)) or "no Transformer module"
-        raise CodetuneError(f"model.hidden_dropout: no hidden dropout found in this model ({names})")
+        raise CodetuneError(f"model.hidden_dropout: no hidden dropout found in this model ({_names(hf_models(model))})")
     return found
 
 
@@ -197,9 +195,13 @@ def enable_gradient_checkpointing(model: SentenceTransformer) -> None:
 def _checkpointable(model: SentenceTransformer) -> list[torch.nn.Module]:
     bases = hf_models(model)
     if not bases or not all(getattr(m, "supports_gradient_checkpointing", False) for m in bases):
-        names = ", ".join(type(m).__name__ for m in bases) or "no Transformer module"
-        raise CodetuneError(f"model.gradient_checkpointing: not supported by this model ({names})")
+        raise CodetuneError(f"model.gradient_checkpointing: not supported by this model ({_names(bases)})")
     return bases
+
+
+def _names(models: list[torch.nn.Module]) -> str:
+    """What an error says the model is: its Hugging Face classes."""
+    return ", ".join(type(m).__name__ for m in models) or "no Transformer module"
 
 
 def hf_models(model: SentenceTransformer) -> list[torch.nn.Module]:
