@@ -18,6 +18,7 @@ from sentence_transformers.base.modules import Normalize, Router, Transformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from trainer.errors import CodetuneError, first_line
+from trainer.hardware import bound_onednn_cache
 from trainer.models.embedded import embedded_path
 from trainer.models.presets import PRESETS, end_with_eos, preset_for_name, weight_dtype
 
@@ -93,6 +94,7 @@ def load_model(
     """
     if isinstance(spec, ModelConfig):
         spec, preset, max_seq_length, trust_remote_code = spec.name, spec.preset, spec.max_seq_length, spec.trust_remote_code
+    bound_onednn_cache()  # before the model's first forward: search, evaluation and bench load through here
     if preset is not None and preset != "none" and preset not in PRESETS:
         raise CodetuneError(f"model.preset: unknown preset {preset!r} (choose from {', '.join(PRESETS)}, none)")
     embedded = embedded_default_path() if spec.lower() in DEFAULT_ALIASES else embedded_path(spec)
