@@ -50,8 +50,12 @@ def run_reference(args, out: Path) -> dict:
     from sentence_transformers.training_args import BatchSamplers
 
     from trainer.data import DataConfig, load_training_data
+    from trainer.hardware import ONEDNN_CACHE_ENV
     from trainer.models import load_model
 
+    # load_model bounds oneDNN's kernel cache for codetune; the reference runs as its users run it,
+    # with oneDNN's own 1,024, unless the environment names a bound for both sides.
+    os.environ.setdefault(ONEDNN_CACHE_ENV, "1024")
     model = load_model(args.model, max_seq_length=args.seq_len)
     data = load_training_data(DataConfig(), out)
     train = datasets.Dataset.from_dict({"anchor": data.train["query"], "positive": data.train["positive"]})
