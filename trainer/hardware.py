@@ -61,9 +61,8 @@ def bound_onednn_cache() -> None:
     On CPU, torch runs linear layers (bf16 above all) through oneDNN, which compiles a kernel per
     input shape and caches up to 1,024 of them, with their weight copies and scratch buffers. Every
     batch codetune trains on or encodes has a shape of its own (padded to its longest text, length
-    slices), so the cache only grows: the default run's training process went from 3.1 to 5.2 GB.
-    Capped at 8, 60 training steps peaked at 3.10 GB against 3.81 at the same 2.03 s/step
-    (docs/scale.md). oneDNN reads the variable when it first compiles a kernel, so this must run
+    slices), so the cache only grows. Capped at 8, the default run's peak is 3.93 GB against 5.23
+    at the same training time (docs/scale.md). oneDNN reads the variable when it first compiles a kernel, so this must run
     before the first matrix product of the process; it changes nothing after.
     """
     os.environ.setdefault(ONEDNN_CACHE_ENV, str(ONEDNN_CACHE_CAPACITY))
