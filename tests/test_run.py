@@ -45,10 +45,9 @@ def test_onednn_cache_is_bounded_unless_the_user_set_it(monkeypatch):
     monkeypatch.setenv(ONEDNN_CACHE_ENV, "256")
     bound_onednn_cache()
     assert os.environ[ONEDNN_CACHE_ENV] == "256"
-    # Every path that encodes (search, evaluation, bench) loads its model through load_model.
+    # Every torch path that encodes (training, search, evaluation, bench) loads its model through load_model.
     from trainer.models import load_model
 
     monkeypatch.delenv(ONEDNN_CACHE_ENV)
     load_model("default")
     assert os.environ[ONEDNN_CACHE_ENV] == str(ONEDNN_CACHE_CAPACITY)
-

@@ -14,6 +14,9 @@ import torch
 
 from trainer.errors import CodetuneError
 
+ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_CACHE_CAPACITY = 8  # compiled kernels oneDNN keeps (its own default: 1,024); see bound_onednn_cache
+
 
 def bf16_supported() -> bool:
     """bf16 matrix units: a CUDA device with bf16, or a CPU with AMX or AVX512-BF16 (about 1.7x fp32 speed there)."""
@@ -51,9 +54,6 @@ def use_cpu_threads(threads: int | None) -> int:
     return threads
 
 
-ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
-ONEDNN_CACHE_CAPACITY = 8
-
 
 def bound_onednn_cache() -> None:
     """Keep at most :data:`ONEDNN_CACHE_CAPACITY` compiled oneDNN kernels, unless the environment says otherwise.
@@ -62,7 +62,7 @@ def bound_onednn_cache() -> None:
     input shape and caches up to 1,024 of them, with their weight copies and scratch buffers. Every
     batch codetune trains on or encodes has a shape of its own (padded to its longest text, length
     slices), so the cache only grows. Capped at 8, the default run's peak is 3.93 GB against 5.23
-    at the same training time (docs/scale.md). oneDNN reads the variable when it first compiles a kernel, so this must run
-    before the first matrix product of the process; it changes nothing after.
+    at the same training time (docs/scale.md). oneDNN reads the variable when it first compiles a
+    kernel, so this must run before the first matrix product of the process; it changes nothing after.
     """
     os.environ.setdefault(ONEDNN_CACHE_ENV, str(ONEDNN_CACHE_CAPACITY))
