@@ -119,13 +119,17 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=1,
                         help="re-index an index of this many copies of the subset (see replicate); 1: the subset alone")
     parser.add_argument("--precision", default="float32")
-    parser.add_argument("--compute", default="auto", help="encoding arithmetic: auto (bf16 where the hardware has it), bf16, fp32")
+    parser.add_argument("--compute", default="auto",
+                        help="encoding arithmetic: auto (bf16 where the hardware has it), bf16, fp32, openvino, openvino-int8")
+    parser.add_argument("--max-tokens", type=int, help="cut each function at this many tokens (default: the model's own limit)")
     parser.add_argument("--site-packages", type=Path, default=Path(sysconfig.get_paths()["purelib"]))
     args = parser.parse_args()
 
     import torch
 
     from trainer.models import load_model
+    from trainer.models.backends import load_encoder
+    from trainer.retrieval import ENCODER_COMPUTES, resolve_compute
     from trainer.search import build_index, load_index
 
     work = Path(tempfile.mkdtemp(prefix="codetune-scale-"))
@@ -140,12 +144,13 @@ def main() -> None:
             args.model = str(make_tiny_bert(work / "tiny-bert"))
             model = load_model(args.model, preset="bge")
             model.max_seq_length = 16  # its vectors mean nothing anyway: spend the CPU on the steps measured
-        else:
-            model = load_model(args.model)
+        else:  # as `index` loads it: an OpenVINO graph for those computes (exported once, before the clock)
+            model = load_encoder(args.model, resolve_compute(args.compute, choices=ENCODER_COMPUTES), max_seq_length=args.max_tokens)
         base_rss = peak_rss_mb()
 
         def build():
-            return build_index([src], out, args.model, model=model, precision=args.precision, compute=args.compute)
+            return build_index([src], out, args.model, model=model, precision=args.precision, compute=args.compute,
+                               max_tokens=args.max_tokens)
 
         stats, wall, cpu = timed(build)
         rss = peak_rss_mb()
@@ -169,6 +174,7 @@ def main() -> None:
     print(f"site-packages: {all_files} source files, {all_bytes / 1e6:.0f} MB; subset: {files} files, "
           f"{nbytes / 1e6:.1f} MB ({100 / scale:.1f} % of the bytes)")
     print(f"model {label}, precision {args.precision}, compute {built.manifest['compute']}, dim {built.dim}, "
+          f"{model.max_seq_length} tokens, "
           f"{torch.get_num_threads()} threads\n")
     if args.copies > 1:
         print(f"re-index rows: an index of {args.copies} copies of the subset (replicated from its build, not built)")

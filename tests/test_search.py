@@ -159,6 +159,31 @@ def test_bf16_compute_is_recorded_close_to_fp32_and_never_mixed_with_it(tree, tm
     assert old.encoded == 0 and old.reused == stats.snippets
 
 
+def test_max_tokens_cuts_documents_is_recorded_and_never_mixed(tree, tmp_path, model):
+    """--max-tokens encodes each function cut at N tokens (its vector is the model's at that limit), the
+    manifest keeps N, an update at another limit re-encodes everything."""
+    from trainer.models import load_model
+
+    out = tmp_path / "short"
+    build_index([tree], out, "default", dim=128, compute="fp32", max_tokens=16, show_progress=False)
+    idx = load_index(out)
+    assert idx.max_tokens == 16 and idx.manifest["max_tokens"] == 16
+    assert main(["query", str(out), "parse the port number", "--json"]) == 0  # the model loads at the index's limit
+    cut = load_model("default", max_seq_length=16)
+    expected = normalize_truncate(encode(cut, [document_text(s) for s in idx.snippets], "document", compute="fp32"), 128)
+    np.testing.assert_allclose(idx.embeddings, expected.numpy(), atol=1e-5)
+    full = normalize_truncate(encode(model, [document_text(s) for s in idx.snippets], "document", compute="fp32"), 128)
+    assert not np.allclose(idx.embeddings, full.numpy(), atol=1e-3)  # the fixture's functions are longer than 16 tokens
+
+    same = build_index([tree], out, "default", dim=128, compute="fp32", max_tokens=16, show_progress=False)
+    assert same.unchanged and same.encoded == 0
+    other = build_index([tree], out, "default", dim=128, compute="fp32", show_progress=False)
+    assert other.encoded == other.snippets and other.reused == 0 and load_index(out).max_tokens is None
+    np.testing.assert_allclose(load_index(out).embeddings, full.numpy(), atol=1e-5)
+    with pytest.raises(CodetuneError, match="max_tokens 16: the model given cuts at 256 tokens"):
+        build_index([tree], out, "default", model=model, dim=128, max_tokens=16, show_progress=False)
+
+
 def test_query_with_another_model_or_dim_is_an_error(index, tiny_bert, capsys):
     from trainer.models import load_model
 
@@ -575,6 +600,7 @@ def test_an_index_in_the_old_format_is_rebuilt(tree, tmp_path, model):
         (["index", "{tree}", "--out", "{index}", "--precision", "int8", "--store", "chroma", "--chroma-path", "c"],
          "--store chroma: needs --precision float32 or float16"),
         (["index", "{tree}", "--out", "{index}", "--compute", "fp8"], "--compute fp8: choose from auto, bf16, fp32"),
+        (["index", "{tree}", "--out", "{index}", "--max-tokens", "0"], "--max-tokens 0: must be at least 1"),
         (["query", "{index}", "x", "--mode", "fuzzy"], "--mode fuzzy: choose from dense, lexical, hybrid"),
         (["query", "{index}", "x", "--lang", "cobol"], "--lang cobol: choose from python"),
     ],

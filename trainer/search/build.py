@@ -3,8 +3,8 @@
 A file is reused without being read when its size and modification time are the ones recorded
 and it was not modified within two seconds of that build (a write in the same clock tick as the
 last build could otherwise hide a change); otherwise it is read, and reused when its sha256 is
-unchanged. Reuse also needs the same weights, dimension, precision, compute precision and
-document text recipe.
+unchanged. Reuse also needs the same weights, dimension, precision, compute precision, token
+limit and document text recipe.
 """
 
 from __future__ import annotations
@@ -87,7 +87,8 @@ def _previous(out: Path, manifest: dict) -> _Previous:
     except CodetuneError:
         return _Previous()  # an older format or a damaged folder: rebuilt from scratch
     same = ("model_fingerprint", "dim", "precision", "document_version")
-    if not old.snippets or old.compute != manifest["compute"] or any(old.manifest.get(k) != manifest[k] for k in same):
+    if (not old.snippets or old.compute != manifest["compute"] or old.max_tokens != manifest["max_tokens"]
+            or any(old.manifest.get(k) != manifest[k] for k in same)):
         return _Previous()
     prev = _Previous(files=old.files, ranges=old.dense.ranges, built_ns=int(old.manifest.get("built_ns", 0)),
                      manifest=old.manifest)
@@ -115,6 +116,7 @@ def build_index(
     batch_size: int = 64,
     show_progress: bool = True,
     compute: str = "auto",
+    max_tokens: int | None = None,
 ) -> IndexStats:
     """Index every function of ``sources`` into the folder ``out``, re-encoding only changed files.
 
@@ -130,6 +132,9 @@ def build_index(
         compute: ``auto`` (bf16 autocast where the hardware has it), ``bf16`` or ``fp32``, or an
             OpenVINO graph: ``openvino``, ``openvino-int8`` (:mod:`trainer.models.backends`);
             recorded in the manifest, and queries are encoded the same way.
+        max_tokens: cut each function at this many tokens instead of the model's ``max_seq_length``
+            (a ``model`` given must already cut there). Recorded in the manifest: an update at
+            another limit re-encodes everything.
 
     Raises:
         CodetuneError: a source that does not exist, a bad ``dim`` or ``precision``, or ``out`` that is a file.
@@ -151,8 +156,12 @@ def build_index(
     if precision not in PRECISIONS:
         check_precision(precision, 0)  # before loading a model
     compute = resolve_compute(compute, choices=ENCODER_COMPUTES)
+    if max_tokens is not None and max_tokens < 1:
+        raise CodetuneError(f"--max-tokens {max_tokens}: must be at least 1")
+    if max_tokens is not None and model is not None and model.max_seq_length != max_tokens:
+        raise CodetuneError(f"max_tokens {max_tokens}: the model given cuts at {model.max_seq_length} tokens")
     if model is None:
-        model = load_encoder(model_spec, compute)
+        model = load_encoder(model_spec, compute, max_seq_length=max_tokens)
     full = model.get_embedding_dimension()
     dim = check_dim(dim, full)
     check_precision(precision, dim)
@@ -165,6 +174,7 @@ def build_index(
         "dim": dim,
         "precision": precision,
         "compute": compute,
+        "max_tokens": max_tokens,  # None: the model's own max_seq_length
         "document_version": DOCUMENT_VERSION,
         "tokens_version": TOKENS_VERSION,
         "sources": [str(Path(s).resolve()) for s in sources],

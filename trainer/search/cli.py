@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="encoding arithmetic: auto (bf16 where the CPU/GPU has it: 2.6x fp32 on an AVX512-BF16 CPU), bf16, fp32; "
                           "or an OpenVINO graph (the openvino extra): openvino, openvino-int8 (calibrated int8)")
     idx.add_argument("--exclude", action="append", default=[], metavar="DIR", help="folder name to skip (repeatable)")
+    idx.add_argument("--max-tokens", type=int, metavar="N",
+                     help="cut each function at N tokens (default: the model's max_seq_length; 128 suits the default model)")
     idx.add_argument("--batch-size", type=int, default=64)
     idx.add_argument("--store", help="also write the embeddings into a vector store: chroma")
     idx.add_argument("--chroma-path", help="embedded persistent Chroma folder")
@@ -81,6 +83,7 @@ def _index(args) -> int:
         exclude_dirs=args.exclude,
         batch_size=args.batch_size,
         compute=args.compute,
+        max_tokens=args.max_tokens,
     )
     print(f"{args.out}: {stats.summary()}")
     if args.store == "chroma":
@@ -103,7 +106,7 @@ def _query(args, quiet) -> int:
         if args.mode != "lexical":  # BM25 alone needs no model: no seconds spent loading one
             from trainer.models.backends import load_encoder  # here: sentence-transformers and torch, seconds to import
 
-            model = load_encoder(index.model_spec, index.compute)
+            model = load_encoder(index.model_spec, index.compute, max_seq_length=index.max_tokens)
         hits = search(index, [args.query], model, k=args.k, mode=args.mode, languages=args.lang, path_glob=args.path_glob)[0]
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=2, ensure_ascii=False))

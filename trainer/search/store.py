@@ -78,6 +78,12 @@ class SearchIndex:
         return str(self.manifest.get("compute", "fp32"))
 
     @property
+    def max_tokens(self) -> int | None:
+        """The token limit documents were cut at, and queries are (None: the model's own ``max_seq_length``)."""
+        value = self.manifest.get("max_tokens")
+        return None if value is None else int(value)
+
+    @property
     def model_spec(self) -> str:
         return str(self.manifest["model"])
 
