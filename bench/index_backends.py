@@ -2,6 +2,7 @@
 
     python bench/index_backends.py                       # the default model, every backend, the sets below
     python bench/index_backends.py --model runs/x/final --computes bf16 openvino-int8 --json out.json
+    python bench/index_backends.py --computes bf16 openvino-int8 --max-seq-length 256 128   # each at both limits
 
 Each backend runs in its own process, so peak RSS is its own: the model loaded, every document of
 the sets encoded as an index encodes it (functions as written, batches of 64, length-sorted), the
@@ -56,9 +57,9 @@ def measure(model_spec: str, compute: str, sets: list[str], dims: list[int], max
             "ndcg@10": ndcg}
 
 
-def _child(args, compute: str, export_only: bool = False) -> dict | str:
+def _child(args, compute: str, length: int, export_only: bool = False) -> dict | str:
     cmd = [sys.executable, __file__, "--model", args.model, "--one", compute, "--sets", *args.sets,
-           "--dims", *map(str, args.dims), "--max-seq-length", str(args.max_seq_length)]
+           "--dims", *map(str, args.dims), "--max-seq-length", str(length)]
     if export_only:
         cmd.append("--export-only")
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -74,7 +75,8 @@ def main() -> None:
     parser.add_argument("--computes", nargs="+", default=list(COMPUTES), choices=COMPUTES)
     parser.add_argument("--sets", nargs="+", default=list(SETS))
     parser.add_argument("--dims", type=int, nargs="+", default=[384, 256])
-    parser.add_argument("--max-seq-length", type=int, default=256)
+    parser.add_argument("--max-seq-length", type=int, nargs="+", default=[256],
+                        help="token limits of the documents; every compute runs at each (the first is the ratio's bf16)")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--export-only", action="store_true", help=argparse.SUPPRESS)
@@ -82,34 +84,35 @@ def main() -> None:
     if args.one:
         if args.export_only:
             start = time.perf_counter()
-            load_encoder(args.model, args.one, max_seq_length=args.max_seq_length)
+            load_encoder(args.model, args.one, max_seq_length=args.max_seq_length[0])
             print(json.dumps({"export_s": time.perf_counter() - start}))
         else:
-            print(json.dumps(measure(args.model, args.one, args.sets, args.dims, args.max_seq_length)))
+            print(json.dumps(measure(args.model, args.one, args.sets, args.dims, args.max_seq_length[0])))
         return
 
     eval_sets(tuple(args.sets))  # built (and cached) once, before any timing
     rows = []
-    for compute in args.computes:
-        export = _child(args, compute, export_only=True) if compute in BACKENDS else {}
-        row = export if isinstance(export, str) else _child(args, compute)
-        if isinstance(row, str):
-            print(f"{compute:14} not measured: {row}", flush=True)
-            rows.append({"compute": compute, "error": row})
-            continue
-        row["first_load_s"] = export.get("export_s")
-        rows.append(row)
-        print(f"{compute:14} {row['functions_per_s']:7.1f} functions/s  peak RSS {row['peak_rss_mb']:6.0f} MB  "
-              + "  ".join(f"NDCG@10@{d} {row['ndcg@10']['mean'][str(d)]:.2f}" for d in args.dims), flush=True)
-    base = next((r for r in rows if r["compute"] == "bf16" and "error" not in r), None)
-    print("\n| compute | functions/s | vs bf16 | peak RSS (MB) | " + " | ".join(f"NDCG@10 @{d} (mean)" for d in args.dims) + " |")
-    print("|---|---:|---:|---:|" + "---:|" * len(args.dims))
+    for length in args.max_seq_length:
+        for compute in args.computes:
+            export = _child(args, compute, length, export_only=True) if compute in BACKENDS else {}
+            row = export if isinstance(export, str) else _child(args, compute, length)
+            if isinstance(row, str):
+                print(f"{compute:14} {length:4} tokens  not measured: {row}", flush=True)
+                rows.append({"compute": compute, "max_seq_length": length, "error": row})
+                continue
+            row.update(first_load_s=export.get("export_s"), max_seq_length=length)
+            rows.append(row)
+            print(f"{compute:14} {length:4} tokens {row['functions_per_s']:7.1f} functions/s  peak RSS {row['peak_rss_mb']:6.0f} MB  "
+                  + "  ".join(f"NDCG@10@{d} {row['ndcg@10']['mean'][str(d)]:.2f}" for d in args.dims), flush=True)
+    base = next((r for r in rows if r["compute"] == "bf16" and "error" not in r), None)  # at the first limit
+    print("\n| compute | tokens | functions/s | vs bf16 | peak RSS (MB) | " + " | ".join(f"NDCG@10 @{d} (mean)" for d in args.dims) + " |")
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(args.dims))
     for r in rows:
         if "error" in r:
-            print(f"| {r['compute']} | not measured: {r['error'][:80]} |")
+            print(f"| {r['compute']} | {r['max_seq_length']} | not measured: {r['error'][:80]} |")
             continue
         ratio = f"{r['functions_per_s'] / base['functions_per_s']:.2f}x" if base else "-"
-        print(f"| {r['compute']} | {r['functions_per_s']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} | "
+        print(f"| {r['compute']} | {r['max_seq_length']} | {r['functions_per_s']:.1f} | {ratio} | {r['peak_rss_mb']:.0f} | "
               + " | ".join(f"{r['ndcg@10']['mean'][str(d)]:.2f}" for d in args.dims) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "sets": args.sets, "rows": rows}, indent=1))
