@@ -54,7 +54,6 @@ def use_cpu_threads(threads: int | None) -> int:
     return threads
 
 
-
 def bound_onednn_cache() -> None:
     """Keep at most :data:`ONEDNN_CACHE_CAPACITY` compiled oneDNN kernels, unless the environment says otherwise.
 

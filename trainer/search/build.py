@@ -86,9 +86,8 @@ def _previous(out: Path, manifest: dict) -> _Previous:
         old = load_index(out)
     except CodetuneError:
         return _Previous()  # an older format or a damaged folder: rebuilt from scratch
-    same = ("model_fingerprint", "dim", "precision", "document_version")
-    if (not old.snippets or old.compute != manifest["compute"] or old.max_tokens != manifest["max_tokens"]
-            or any(old.manifest.get(k) != manifest[k] for k in same)):
+    same = ("model_fingerprint", "dim", "precision", "max_tokens", "document_version")  # no max_tokens (older index): None, the default
+    if not old.snippets or old.compute != manifest["compute"] or any(old.manifest.get(k) != manifest[k] for k in same):
         return _Previous()
     prev = _Previous(files=old.files, ranges=old.dense.ranges, built_ns=int(old.manifest.get("built_ns", 0)),
                      manifest=old.manifest)
