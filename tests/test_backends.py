@@ -109,3 +109,43 @@ def test_an_index_built_with_int8_is_queried_with_the_same_int8_encoder(cache, t
     build_index([tree], out, "default", dim=128, compute="openvino-int8", show_progress=False)
     assert load_index(out).manifest["compute"] == "openvino-int8"
     assert main(["query", str(out), "parse the port number", "-k", "1", "--json"]) == 0
+
+
+def _mixed_texts(n: int) -> list[str]:
+    """``n`` functions and one-line questions, shuffled: lengths from a few tokens to past 128."""
+    import random
+
+    from trainer.models.backends import calibration_texts
+
+    texts = calibration_texts(n)
+    random.Random(0).shuffle(texts)
+    return texts
+
+
+@pytest.mark.skipif(not OPENVINO, reason="needs the openvino extra")
+@pytest.mark.parametrize("compute, max_seq_length", [("openvino", None), ("openvino-int8", 128)])
+def test_batches_encoded_at_once_are_the_models_own_encode_in_the_texts_order(cache, compute, max_seq_length,
+                                                                              monkeypatch):
+    from trainer.models import backends
+
+    model = backends.load_encoder("default", compute, max_seq_length=max_seq_length)
+    texts = _mixed_texts(45)  # 6 batches of 8, the last of 5
+    ran = []
+    run_async = backends._run_async
+    monkeypatch.setattr(backends, "_run_async", lambda *a: ran.append(a[2]) or run_async(*a))
+    for kind, own in (("document", model.encode_document), ("query", model.encode_query)):
+        got = encode(model, texts, kind, batch_size=8, compute=compute)  # (45, 384)
+        expected = own(texts, batch_size=8, convert_to_tensor=True)
+        assert got.shape == expected.shape == (45, 384)
+        assert F.cosine_similarity(got, expected).min() > 0.9999
+        assert torch.allclose(got, expected, atol=1e-4)
+    assert [len(b) for b in ran[0]] == [8] * 5 + [5] and len(ran) == 2  # both kinds ran async, nothing fell back
+
+
+def test_a_model_without_an_openvino_graph_is_encoded_batch_by_batch_as_before(torch_model):
+    from trainer.models.backends import encode_async
+
+    texts = _mixed_texts(10)
+    assert encode_async(torch_model, [texts[:5], texts[5:]], "document") is None
+    assert torch.allclose(encode(torch_model, texts, "document", batch_size=4, compute="openvino"),
+                          encode(torch_model, texts, "document", batch_size=4), atol=1e-6)

@@ -98,7 +98,9 @@ def encode_share(
     tensor of ``dtype`` (fp16 halves a corpus's memory), so peak memory is the share plus a batch.
     ``compute="bf16"`` runs the model under bf16 autocast: 2.6x the texts/s of fp32 on a 2-core CPU
     with AVX512-BF16, cosine to the fp32 embedding 0.99997 or more (``bench/search_scale.py``).
-    The evaluator keeps fp32, so that scores compare across machines.
+    The evaluator keeps fp32, so that scores compare across machines. A backend's compute runs
+    several batches at once where it can (:func:`trainer.models.backends.encode_async`), giving the
+    embeddings the model's own encode gives.
     """
     fn = model.encode_query if kind == "query" else model.encode_document
     batches = length_batches(texts, batch_size)[rank::world]
@@ -106,17 +108,24 @@ def encode_share(
     slot = torch.empty(len(texts), dtype=torch.long)
     slot[positions] = torch.arange(len(positions))
     out = torch.empty(len(positions), model.get_embedding_dimension() or 0, dtype=dtype, device=model.device)
-    for batch in tqdm(batches, desc=f"encoding {kind} batches", disable=not show_progress):
-        with _autocast(model.device, compute):
-            emb = fn(
-                [texts[i] for i in batch],
-                batch_size=len(batch),
-                convert_to_tensor=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )  # (b, D)
+    embedded = None
+    if compute in BACKEND_COMPUTES:
+        # Here: backends imports this module, and a torch model's callers need none of it.
+        from trainer.models.backends import encode_async
+
+        embedded = encode_async(model, [[texts[i] for i in batch] for batch in batches], kind)
+    if embedded is None:
+        embedded = (_encode_batch(fn, [texts[i] for i in batch], model.device, compute) for batch in batches)
+    progress = tqdm(zip(batches, embedded), desc=f"encoding {kind} batches", total=len(batches), disable=not show_progress)
+    for batch, emb in progress:  # emb: (b, D)
         out[slot[batch].to(out.device)] = emb.to(dtype)
     return Share(out, positions.to(out.device), len(texts), world)
+
+
+def _encode_batch(fn, texts: list[str], device: torch.device, compute: str) -> torch.Tensor:
+    """One batch through the model's own ``encode_query``/``encode_document`` (``fn``): (b, D)."""
+    with _autocast(device, compute):
+        return fn(texts, batch_size=len(texts), convert_to_tensor=True, normalize_embeddings=False, show_progress_bar=False)
 
 
 def encode(
