@@ -366,6 +366,27 @@ def test_reindex_after_edits_equals_a_build_from_scratch(tree, tmp_path, tiny_be
         assert [[h.snippet.id for h in hits] for hits in got] == [[h.snippet.id for h in hits] for hits in want], mode
 
 
+def test_files_read_in_worker_processes_give_the_index_read_in_one(tree, tmp_path, tiny_bert, monkeypatch):
+    """A large tree's files are parsed by spawned workers: same snippets, records, vectors and skips, in order."""
+    import trainer.search.build as build
+    from trainer.models import load_model
+
+    (tree / "pkg" / "broken.py").write_text("def half(:\n    return\n")
+    tiny = load_model(str(tiny_bert), preset="bge")
+    serial = build_index([tree], tmp_path / "serial", "tiny", model=tiny, show_progress=False)
+    monkeypatch.setattr(build, "PARALLEL_FILES", 1)  # a process per core from two files on
+    spawned = []
+    pool = build.ProcessPoolExecutor
+    monkeypatch.setattr(build, "ProcessPoolExecutor", lambda *a, **k: spawned.append(a) or pool(*a, **k))
+    parallel = build_index([tree], tmp_path / "parallel", "tiny", model=tiny, show_progress=False)
+    assert spawned, "the workers never ran"
+    a, b = load_index(tmp_path / "serial"), load_index(tmp_path / "parallel")
+    assert serial.skipped_files == parallel.skipped_files == {"parse_error": 1}
+    assert [s.id for s in a.snippets] == [s.id for s in b.snippets] and a.snippets == b.snippets
+    assert a.files == b.files and len(a.files) == serial.files == 5
+    np.testing.assert_array_equal(a.dense.vectors, b.dense.vectors)
+
+
 def test_an_index_without_token_ids_is_tokenized_again_on_update(tree, tmp_path, tiny_bert, monkeypatch):
     """As one written before they were kept: it still loads, and its next update tokenizes every document."""
     import trainer.search.lexical as lexical
