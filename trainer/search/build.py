@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 DEFAULT_DIM = 256  # clipped to the model's dimension when --dim is not given
-PARALLEL_FILES = 500  # files to read per extra process: spawning one costs about a second
+PARALLEL_FILES = 500  # files to read per worker: below twice this, the parent reads them (a spawn costs about a second)
 RACY_NS = 2_000_000_000  # a file modified this close to the last build is read again, whatever its stat says
 
 
