@@ -2,14 +2,7 @@
 
 import ast
 
-from trainer.data.documents import (
-    add_written_documents,
-    docstring_rest,
-    hidden_name,
-    hide_names,
-    with_docstring,
-    written_document,
-)
+from trainer.data.documents import add_written_documents, docstring_rest, with_docstring, written_document
 from trainer.data.formats import rows_dataset
 from trainer.data.languages import extract_functions
 
@@ -60,24 +53,3 @@ def test_written_share_changes_that_share_of_rows_and_no_other():
     assert 70 < sum(changed[:200]) < 130 and not any(changed[200:])  # undocumented rows stay bare
     assert out["positive"] == add_written_documents(rows, 0.5, seed=0)["positive"]  # every process, the same rows
     assert out.column_names == rows.column_names
-
-
-def test_a_hidden_name_is_gone_everywhere_and_only_the_name_changes():
-    code = "def pack(items):\n    # repack what pack returned\n    return pack(items[1:]) + packer(items)"
-    out = hidden_name(code, "Box.pack")
-    assert "pack(" not in out.replace("packer(", "") and "packer(items)" in out  # whole words only
-    assert out.startswith("def f(items):") and "return f(items[1:])" in out
-    assert hidden_name(code, "") == code
-
-
-def test_hide_name_share_leaves_rows_asking_by_name_alone():
-    fn = _function()
-    row = {"query": "Pack items into boxes of a given size.", "positive": fn.code, "path": "box.py", "line": 1,
-           "name": fn.name, "language": "python", "docstring": fn.docstring}
-    rows = rows_dataset([row] * 200 + [{**row, "query": "box pack"}] * 50)
-    rows = rows.add_column("query_form", ["docstring"] * 200 + ["name"] * 50)  # as trainer.data.queries adds it
-    out = hide_names(rows, 0.5, seed=0)
-    changed = [a != b for a, b in zip(rows["positive"], out["positive"])]
-    assert 70 < sum(changed[:200]) < 130 and not any(changed[200:])
-    assert all("def f(" in doc for doc, c in zip(out["positive"], changed) if c)
-    assert out["positive"] == hide_names(rows, 0.5, seed=0)["positive"]  # every process, the same rows

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.data.beir import BeirData, load_beir, write_beir
-from trainer.data.documents import add_written_documents, hide_names
+from trainer.data.documents import add_written_documents
 from trainer.data.queries import add_query_forms, check_forms
 from trainer.errors import CodetuneError
 
@@ -85,9 +85,6 @@ class DataConfig:
     # Share of rows whose document is the function as written (docstring kept, less the summary a
     # docstring-form query was made of) instead of bare code; see trainer.data.documents. 0: off.
     written_share: float = 0.0
-    # Share of docstring-asked rows whose document has the function's own name replaced by "f", so
-    # that the body, not a name the query repeats, is what matches; see trainer.data.documents. 0: off.
-    hide_name_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_train_pairs is not None and self.max_train_pairs < 1:
@@ -99,8 +96,6 @@ class DataConfig:
         check_forms(self.query_forms)
         if not 0 <= self.written_share <= 1:
             raise CodetuneError(f"data.written_share: {self.written_share} must be between 0 and 1")
-        if not 0 <= self.hide_name_share <= 1:
-            raise CodetuneError(f"data.hide_name_share: {self.hide_name_share} must be between 0 and 1")
         from trainer.data.mixing import mix_alpha  # numpy
 
         mix_alpha(self.mix)
@@ -263,8 +258,6 @@ def add_forms(train: datasets.Dataset, config: DataConfig) -> datasets.Dataset:
         train = add_query_forms(train, config.query_forms)
     if config.written_share:
         train = add_written_documents(train, config.written_share, config.seed)
-    if config.hide_name_share:
-        train = hide_names(train, config.hide_name_share, config.seed)
     return train
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ast
 import random
-import re
 from typing import TYPE_CHECKING
 
 from trainer.errors import CodetuneError
@@ -82,42 +81,6 @@ def written_document(code: str, docstring: str, query_form: str) -> str:
         return code
     prose = docstring if query_form == "name" else docstring_rest(docstring)
     return with_docstring(code, prose) if prose else code
-
-
-def hidden_name(code: str, name: str, placeholder: str = "f") -> str:
-    """``code`` with the function's own name (the last part of ``name``) replaced by ``placeholder``.
-
-    Every whole-word occurrence is replaced (recursive calls too), so the name cannot be matched
-    anywhere in the document; the body, signature types and comments stay.
-
-        >>> hidden_name("def parse_date(s):\\n    return parse_date(s[1:])", "Parser.parse_date")
-        'def f(s):\\n    return f(s[1:])'
-    """
-    own = name.rsplit(".", 1)[-1]
-    if not own or not own.isidentifier():
-        return code
-    return re.sub(rf"\b{re.escape(own)}\b", placeholder, code)
-
-
-def hide_names(rows: datasets.Dataset, share: float, seed: int) -> datasets.Dataset:
-    """``rows`` with the function name hidden (:func:`hidden_name`) in a seeded ``share`` of the documents.
-
-    Only rows that ask by the docstring (``docstring`` and ``short`` forms) are touched: a row
-    asking by the name's words would have nothing left to match but the body. A docstring summary
-    often says again what the name says, so a model can learn to match the name and skip the body;
-    people's questions are answered by what the body does.
-    """
-    if not 0 <= share <= 1:
-        raise CodetuneError(f"data.hide_name_share: {share} must be between 0 and 1")
-    if share == 0 or "name" not in rows.column_names:
-        return rows
-    rng = random.Random(seed + 1)
-    forms = rows["query_form"] if "query_form" in rows.column_names else ["docstring"] * len(rows)
-    positives = list(rows["positive"])
-    for i, (name, form) in enumerate(zip(rows["name"], forms)):
-        if rng.random() < share and name and form != "name":
-            positives[i] = hidden_name(positives[i], name)
-    return rows.remove_columns("positive").add_column("positive", positives).select_columns(rows.column_names)
 
 
 def add_written_documents(rows: datasets.Dataset, share: float, seed: int) -> datasets.Dataset:
