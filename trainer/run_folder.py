@@ -165,7 +165,7 @@ RESUME_FREE_KEYS = ("output_dir", "overwrite", "resume_from_checkpoint", "cpu_th
 # Knobs taken out of the code (docs/tried-not-kept.md) and the value each had by default: a run
 # saved with that value computed what this code computes, so it may still be resumed.
 RETIRED_DEFAULTS = {"loss.false_negative_margin": None, "loss.same_type_negatives": False, "train.layer_lr_decay": 1.0,
-                    "data.consistency_top_k": 0}
+                    "data.consistency_top_k": 0, "data.hide_name_share": 0.0}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
