@@ -65,7 +65,8 @@ def test_split_argv_forms():
     assert split_argv(["a=1", "--b", "2", "--c=3", "--config", "x.yaml"]) == ("x.yaml", [("a", "1"), ("b", "2"), ("c", "3")])
 
 
-SHIPPED = sorted((Path(__file__).resolve().parents[1] / "recipes" / "configs").glob("*.yaml"))
+CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+SHIPPED = sorted(CONFIGS.glob("*.yaml"))
 
 
 def _leaves(values: dict, prefix: str = "") -> dict:
@@ -209,7 +210,7 @@ def test_a_shipped_config_on_a_base_resolves_as_it_did_standalone(name, tmp_path
 
     from trainer.launch import load_recipe, recipe_path
 
-    path = SHIPPED[[p.name for p in SHIPPED].index(name)]
+    path = CONFIGS / name
     assert len(yaml_layers(path)) > 1
     (recipe,) = set(re.findall(r"^#.*recipes/(\w+)\.py", path.read_text(), re.M))
     module = load_recipe(recipe_path(recipe))
